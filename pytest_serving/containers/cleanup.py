@@ -1,0 +1,64 @@
+"""Remove every container the plugin started: at session end, after failures and on signals.
+
+Ryuk (testcontainers' reaper) cannot be pulled on air-gapped machines, so the plugin
+keeps its own registry and also sweeps by label, which catches containers whose
+Python object was lost (a crashed fixture, a second signal during teardown).
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import docker
+
+from .. import PROJECT_LABEL
+from .labels import PROJECT, SESSION_LABEL, SESSION_ID
+
+_lock = threading.Lock()
+_installed = False
+
+
+def remove_labelled(session_id: str | None = SESSION_ID) -> list[str]:
+    """Force-remove containers of one session (or of every session with ``None``); names removed."""
+    label = f"{SESSION_LABEL}={session_id}" if session_id else f"{PROJECT_LABEL}={PROJECT}"
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return []
+    removed = []
+    with _lock:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            try:
+                container.remove(force=True, v=True)
+                removed.append(container.name)
+            except docker.errors.NotFound:
+                pass
+    client.close()
+    return removed
+
+
+def install_handlers() -> None:
+    """Sweep this session's containers at exit and on SIGTERM/SIGHUP (SIGINT unwinds through pytest)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    atexit.register(remove_labelled)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous = signal.getsignal(signum)
+        signal.signal(signum, _chain(signum, previous))
+
+
+def _chain(signum: int, previous: object) -> Callable[[int, FrameType | None], None]:
+    def handler(received: int, frame: FrameType | None) -> None:
+        remove_labelled()
+        if callable(previous):
+            previous(received, frame)
+        else:
+            raise SystemExit(128 + signum)
+
+    return handler

@@ -1,0 +1,25 @@
+"""Labels that mark every container this plugin starts, so cleanup can always find them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from .. import PROJECT_LABEL
+
+PROJECT = "pytest-serving"
+SESSION_LABEL = "io.pytest-serving.session"
+TARGET_LABEL = "io.pytest-serving.target"
+PID_LABEL = "io.pytest-serving.pid"
+
+#: One id per pytest process tree; xdist workers inherit it through the environment.
+SESSION_ID = os.environ.setdefault("PYTEST_SERVING_SESSION_ID", uuid.uuid4().hex[:12])
+
+
+def container_labels(target: str) -> dict[str, str]:
+    return {
+        PROJECT_LABEL: PROJECT,
+        SESSION_LABEL: SESSION_ID,
+        TARGET_LABEL: target,
+        PID_LABEL: str(os.getpid()),
+    }

@@ -1,0 +1,121 @@
+"""Boot one serving target in a container and wait until its model answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import requests
+from testcontainers.core.container import DockerContainer
+
+from ..targets.base import Endpoint, ServingTarget
+from .cleanup import install_handlers
+from .labels import container_labels
+
+LOG_TAIL_LINES = 60
+LOOPBACK = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """The server did not become ready; the message carries the container's log tail."""
+
+
+class ServingContainer(DockerContainer):
+    """A target's container: labelled, ports on loopback only, model repository read-only."""
+
+    def __init__(self, target: ServingTarget, image: str, model_folder: Path | None) -> None:
+        super().__init__(image)
+        self.target = target
+        self.with_command(target.command())
+        for key, value in target.environment().items():
+            self.with_env(key, value)
+        for port in target.ports.values():
+            # A random host port bound to 127.0.0.1: nothing outside this machine can reach the server.
+            self.ports[f"{port}/tcp"] = (LOOPBACK, None)
+        if model_folder is not None:
+            self.with_volume_mapping(str(model_folder.resolve()), target.model_mount, "ro")
+        self.with_kwargs(**container_options(target))
+
+    def endpoint(self) -> Endpoint:
+        docker_api = self.get_docker_client().client.api
+        urls = {}
+        for role, port in self.target.ports.items():
+            mapping = docker_api.port(self.get_container_id(), port)
+            urls[role] = f"http://{LOOPBACK}:{mapping[0]['HostPort']}"
+        return Endpoint(self.target.name, urls, self.image, started_by_plugin=True, read_file=self.read_file)
+
+    def read_file(self, path: str) -> bytes:
+        """A file's bytes from inside the running container (keys and tokens servers write at start)."""
+        result = self.exec(["cat", path])
+        if result.exit_code != 0:
+            raise FileNotFoundError(f"{path} in {self.target.name} container: {result.output!r}")
+        return result.output
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            stdout, stderr = self.get_logs()
+        except docker.errors.DockerException as error:
+            return f"(no logs: {error})"
+        text = (stdout + stderr).decode("utf-8", "replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def state(self) -> str:
+        """Docker's status of the container ("running", "exited"…), "removed" once gone."""
+        try:
+            container = self.get_wrapped_container()
+            container.reload()
+            return container.status
+        except docker.errors.NotFound:
+            return "removed"
+
+
+def container_options(target: ServingTarget) -> dict:
+    """docker-py create() options: labels, and a GPU device request only when asked for."""
+    options: dict = {"labels": container_labels(target.name)}
+    gpus = target.options.gpus
+    if gpus:
+        count = -1 if gpus == "all" else int(gpus)
+        options["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return options
+
+
+def wait_until_ready(container: ServingContainer, timeout: float) -> Endpoint:
+    """Poll the target's readiness probe; fail fast if the container exits, show logs on failure."""
+    endpoint = container.endpoint()
+    deadline = time.monotonic() + timeout
+    with requests.Session() as session:
+        while time.monotonic() < deadline:
+            if container.target.is_ready(endpoint, session):
+                return endpoint
+            state = container.state()
+            if state in ("exited", "dead", "removed"):
+                raise ServerStartError(
+                    f"{container.target.name} container ({container.image}) {state} before it was ready.\n"
+                    f"--- container log tail ---\n{container.log_tail()}"
+                )
+            time.sleep(0.5)
+    raise ServerStartError(
+        f"{container.target.name} ({container.image}) not ready after {timeout:.0f} s "
+        f"(raise --serving-startup-timeout if the machine is slow).\n"
+        f"--- container log tail ---\n{container.log_tail()}"
+    )
+
+
+@contextmanager
+def running_server(
+    target: ServingTarget, image: str, model_folder: Path | None, startup_timeout: float
+) -> Iterator[tuple[ServingContainer, Endpoint]]:
+    """Start the target, yield it once ready, and always remove the container afterwards."""
+    install_handlers()
+    container = ServingContainer(target, image, model_folder)
+    try:
+        container.start()
+        yield container, wait_until_ready(container, startup_timeout)
+    finally:
+        try:
+            container.stop(force=True)
+        except docker.errors.NotFound:
+            pass

@@ -1,0 +1,95 @@
+"""Bring one target to a ready endpoint: pick its image, prepare its model repository, boot or attach."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import requests
+
+from .containers.docker_env import docker_unavailable_reason
+from .containers.server import ServerStartError, ServingContainer, running_server
+from .images.selection import choose_image
+from .settings import Settings
+from .targets import TARGETS
+from .targets.base import Endpoint, ServingTarget, TargetOptions
+
+#: The embedded default model repository (one folder per target), beside the package.
+EMBEDDED_MODEL_REPO = Path(__file__).resolve().parent.parent / "model_repo"
+
+
+class Unavailable(Exception):
+    """The target cannot run on this machine; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A target that answers: its description, its ready endpoint and, if the plugin booted it, its container."""
+
+    target: ServingTarget
+    endpoint: Endpoint
+    container: ServingContainer | None
+
+    def log_tail(self) -> str:
+        return self.container.log_tail() if self.container else "(server not started by pytest-serving: no logs)"
+
+
+def target_options(settings: Settings) -> TargetOptions:
+    return TargetOptions(
+        model_name=settings.model_name,
+        model_repo=settings.model_repo or EMBEDDED_MODEL_REPO,
+        gpus=settings.gpus,
+        extra=settings.target_extra,
+    )
+
+
+@contextmanager
+def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
+    """Yield a ready deployment of target ``name``; raise Unavailable when Docker or the image is missing."""
+    target_class = TARGETS[name]
+    options = target_options(settings)
+    if name in settings.urls:
+        target = target_class(options, image_origin="external")
+        endpoint = Endpoint(name, {"http": settings.urls[name].rstrip("/")}, "external", started_by_plugin=False)
+        yield Deployment(target, _complete(target, _await_external(target, endpoint, settings)), None)
+        return
+    problem = docker_unavailable_reason()
+    if problem:
+        raise Unavailable(problem)
+    choice = choose_image(target_class, settings.gpus, settings.images.get(name))
+    if choice.reference is None:
+        raise Unavailable(choice.problem)
+    target = target_class(options, image_origin=choice.origin)
+    folder = options.model_repo / target.model_repo_folder
+    if not folder.is_dir():
+        raise Unavailable(f"model repository folder {folder} does not exist (see --serving-model-repo)")
+    if settings.model_repo is None:
+        target.prepare_model_repo(folder)
+    with running_server(target, choice.reference, folder, settings.startup_timeout) as (container, endpoint):
+        yield Deployment(target, _complete(target, endpoint), container)
+
+
+def _await_external(target: ServingTarget, endpoint: Endpoint, settings: Settings) -> Endpoint:
+    deadline = time.monotonic() + settings.startup_timeout
+    with requests.Session() as session:
+        while time.monotonic() < deadline:
+            if target.is_ready(endpoint, session):
+                return endpoint
+            time.sleep(0.5)
+    raise ServerStartError(f"{target.name} at {endpoint.base_url} not ready after {settings.startup_timeout:.0f} s")
+
+
+def _complete(target: ServingTarget, endpoint: Endpoint) -> Endpoint:
+    """Add what the suites need once the server is ready: protocol, headers, the server's version."""
+    endpoint = replace(
+        endpoint,
+        model_name=target.model_name,
+        protocol=target.protocol(),
+        headers=target.request_headers(endpoint),
+    )
+    with requests.Session() as session:
+        session.headers.update(endpoint.headers)
+        return replace(endpoint, server_version=target.server_version(endpoint, session))

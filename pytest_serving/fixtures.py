@@ -1,0 +1,79 @@
+"""Public fixtures of pytest-serving; their docstrings are what ``pytest --fixtures`` shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .deployment import Deployment, Unavailable, deploy
+from .protocols.base import Prediction
+from .protocols.client import ClassifierClient
+from .report.results import ResultsStore
+from .samples import Sample
+from .settings import Settings
+from .targets.base import Endpoint, ServingTarget
+from .session import SessionState, state
+
+
+@pytest.fixture(scope="session")
+def serving_settings(pytestconfig: pytest.Config) -> Settings:
+    """The parsed pytest-serving options (targets, samples, images, report directory, GPUs, strictness)."""
+    return state(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def serving_samples(pytestconfig: pytest.Config) -> list[Sample]:
+    """Labelled sample images (``Sample``: id, JPEG bytes, label, accepted classes), from --serving-samples
+    or the bundled default photos."""
+    return state(pytestconfig).samples()
+
+
+@pytest.fixture(scope="session")
+def serving_reference(pytestconfig: pytest.Config, serving_samples: list[Sample]) -> dict[str, Prediction]:
+    """The model's own top-5 for every sample, computed in-process (cached by sample and weights hash):
+    the yardstick every server's answers are compared with."""
+    return state(pytestconfig).reference(serving_samples)
+
+
+@pytest.fixture(scope="session")
+def serving_results(pytestconfig: pytest.Config) -> ResultsStore:
+    """The results.json store (``--serving-report``); every update is written atomically."""
+    return state(pytestconfig).results
+
+
+@pytest.fixture(scope="session")
+def serving_deployment(pytestconfig: pytest.Config, serving_target_name: str) -> Iterator[Deployment]:
+    """The current target, running and ready: booted in a labelled container (removed at the end) or,
+    with --serving-url, an existing server. Skips, or fails under --serving-strict, when Docker or
+    the image is missing, with the command that fixes it."""
+    session: SessionState = state(pytestconfig)
+    try:
+        with deploy(serving_target_name, session.settings) as deployment:
+            session.record_deployment(deployment)
+            yield deployment
+    except Unavailable as unavailable:
+        session.record_unavailable(serving_target_name, str(unavailable))
+        if session.settings.strict:
+            pytest.fail(f"{unavailable} [--serving-strict turns this skip into a failure]", pytrace=False)
+        pytest.skip(str(unavailable))
+
+
+@pytest.fixture(scope="session")
+def serving_target(serving_deployment: Deployment) -> ServingTarget:
+    """The serving system under test (``ServingTarget``: name, image origin, protocol, ports)."""
+    return serving_deployment.target
+
+
+@pytest.fixture(scope="session")
+def serving_endpoint(serving_deployment: Deployment) -> Endpoint:
+    """The ready endpoint: base URLs per port role, protocol, model name, server version, image."""
+    return serving_deployment.endpoint
+
+
+@pytest.fixture(scope="session")
+def serving_client(serving_endpoint: Endpoint) -> Iterator[ClassifierClient]:
+    """A client for the current target: ``classify(image_bytes) -> Prediction`` (top-5), ``send(HttpRequest)``."""
+    client = ClassifierClient(serving_endpoint.base_url, serving_endpoint.protocol, headers=serving_endpoint.headers)
+    yield client
+    client.close()

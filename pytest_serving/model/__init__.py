@@ -1,0 +1,1 @@
+"""The embedded default classifier: preprocessing, in-process reference and export."""

@@ -1,0 +1,124 @@
+"""Export a registry model to the files servers load: ONNX, TorchScript and the preprocessing code.
+
+Exports are build output: each is skipped when the file exists and its stamp
+(``<file>.export-stamp``) names the same model, weights hash and exporter version, and
+every file is written under a temporary name and renamed, so concurrent pytest-xdist
+workers and interrupted runs never leave a half-written model for a server to load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pytest_serving.model.registry import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, get_model
+
+ONNX_OPSET = 17
+# Bump when this module changes what it writes, so existing exports are rebuilt.
+EXPORT_VERSION = 1
+STAMP_SUFFIX = ".export-stamp"
+SERVING_PREPROCESS = "serving_preprocess.py"
+# Servers in containers often run as a non-root user; mkstemp's files are owner-only.
+EXPORT_MODE = 0o644
+# Batch 2, not 1: tracing on batch 1 can let a size-1 dimension be specialised away.
+EXAMPLE_BATCH = 2
+
+
+def export_onnx(dest: Path, model_name: str = DEFAULT_MODEL, weights: Path | None = None) -> Path:
+    """ONNX (opset 17) with input ``input`` [N,3,224,224] float32 and output ``logits`` [N,1000]."""
+    return _export(dest, model_name, weights, f"onnx opset {ONNX_OPSET}", _write_onnx)
+
+
+def export_torchscript(dest: Path, model_name: str = DEFAULT_MODEL, weights: Path | None = None) -> Path:
+    """Traced TorchScript taking [N,3,224,224] float32 and returning logits [N,1000]."""
+    return _export(dest, model_name, weights, "torchscript trace", _write_torchscript)
+
+
+def copy_preprocess(dest_dir: Path) -> Path:
+    """Copy preprocess.py byte for byte to ``dest_dir/serving_preprocess.py`` for a server's handler."""
+    source = Path(__file__).with_name("preprocess.py").read_bytes()
+    dest = Path(dest_dir) / SERVING_PREPROCESS
+    if not (dest.exists() and dest.read_bytes() == source):
+        _write_atomically(dest, lambda path: path.write_bytes(source))
+    return dest
+
+
+def stamp_path(dest: Path) -> Path:
+    """Where the stamp of an exported file lives."""
+    return dest.with_name(dest.name + STAMP_SUFFIX)
+
+
+def _export(
+    dest: Path, model_name: str, weights: Path | None, kind: str, write: Callable[[torch.nn.Module, Path], None]
+) -> Path:
+    spec = get_model(model_name)
+    dest = Path(dest)
+    stamp = json.dumps(
+        {
+            "model": model_name,
+            "weights": spec.weights_id(weights),
+            "format": kind,
+            "exporter": f"pytest-serving export {EXPORT_VERSION}, torch {torch.__version__}",
+        },
+        sort_keys=True,
+    )
+    stamp_file = stamp_path(dest)
+    if dest.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return dest
+    module = spec.load(weights).module
+    _write_atomically(dest, lambda path: write(module, path))
+    _write_atomically(stamp_file, lambda path: path.write_text(stamp))
+    return dest
+
+
+def _example_input() -> torch.Tensor:
+    return torch.zeros((EXAMPLE_BATCH, *INPUT_SHAPE), dtype=torch.float32)
+
+
+def _write_onnx(module: torch.nn.Module, path: Path) -> None:
+    import onnx
+
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated; the dynamo one would need onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        torch.onnx.export(
+            module,
+            (_example_input(),),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def _write_torchscript(module: torch.nn.Module, path: Path) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        # TorchServe still loads TorchScript; torch marks tracing deprecated in favour of torch.export.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(module, _example_input())
+        torch.jit.save(traced, str(path))
+
+
+def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write`` on a temporary file beside ``dest``, then rename it over ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name ends like dest, so .gitignore patterns for dest also cover it.
+    descriptor, temporary = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=f"-{dest.name}")
+    os.close(descriptor)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, EXPORT_MODE)
+        os.replace(temporary, dest)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

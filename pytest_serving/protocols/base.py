@@ -1,0 +1,54 @@
+"""Shared types of every serving protocol."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class ProtocolError(Exception):
+    """The server answered something that is not a valid prediction."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request, relative to an endpoint's base URL, ready to send by any HTTP client."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k answer of a classifier, best first."""
+
+    classes: tuple[int, ...]
+    probabilities: tuple[float, ...]
+
+    @property
+    def top1(self) -> int:
+        return self.classes[0]
+
+
+class Protocol(ABC):
+    """Encodes a JPEG for one server API and decodes its answer; no I/O."""
+
+    name: str = "protocol"
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+
+    @abstractmethod
+    def encode(self, image: bytes) -> HttpRequest:
+        """The request that asks the server to classify ``image`` (encoded file bytes)."""
+
+    @abstractmethod
+    def decode(self, status: int, body: bytes) -> Prediction:
+        """The prediction in a response; raises ProtocolError when it holds none."""
+
+    def raise_for_status(self, status: int, body: bytes) -> None:
+        if status != 200:
+            text = body[:500].decode("utf-8", "replace")
+            raise ProtocolError(f"{self.name}: HTTP {status}: {text}")

@@ -1,0 +1,95 @@
+"""TorchServe's REST APIs: ``POST /predictions/{model}`` with the image file as the body.
+
+The project's handler answers ``{"classes": [...], "probabilities": [...]}`` (top-5, best
+first). Errors, TorchServe's own and the handler's per-request ones alike, are
+``{"code": ..., "type": ..., "message": ...}``. The management-side answers the target reads
+(the key file, describe-model, the API description) are parsed here too, as pure functions,
+so that all of TorchServe's wire formats are tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .base import HttpRequest, Prediction, Protocol, ProtocolError
+
+
+class TorchServeProtocol(Protocol):
+    """Image-in/top-5-out over TorchServe's inference API."""
+
+    name = "torchserve"
+
+    @property
+    def infer_path(self) -> str:
+        return f"/predictions/{self.model_name}"
+
+    def encode(self, image: bytes) -> HttpRequest:
+        # octet-stream, not image/jpeg: the handler decodes whatever Pillow reads.
+        return HttpRequest("POST", self.infer_path, image, {"Content-Type": "application/octet-stream"})
+
+    def decode(self, status: int, body: bytes) -> Prediction:
+        if status != 200:
+            raise ProtocolError(f"{self.name}: HTTP {status}: {error_message(body)}")
+        try:
+            answer = json.loads(body)
+            classes = tuple(int(c) for c in answer["classes"])
+            probabilities = tuple(float(p) for p in answer["probabilities"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProtocolError(f"{self.name}: response is not a top-5 prediction: {error}: {body[:300]!r}") from None
+        if not classes or len(classes) != len(probabilities):
+            raise ProtocolError(f"{self.name}: {len(classes)} classes but {len(probabilities)} probabilities")
+        return Prediction(classes, probabilities)
+
+
+def error_message(body: bytes) -> str:
+    """``type: message`` of a TorchServe error body, or the body's start when it is not one."""
+    try:
+        error = json.loads(body)
+        return f"{error['type']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return body[:500].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """The bearer keys of a TorchServe with token authorization: one for inference, one for management."""
+
+    inference: str
+    management: str
+
+    @classmethod
+    def from_key_file(cls, content: bytes) -> TokenKeys:
+        """Parse the ``key_file.json`` TorchServe writes at start; ValueError if it is not one (yet)."""
+        try:
+            keys = json.loads(content)
+            return cls(inference=str(keys["inference"]["key"]), management=str(keys["management"]["key"]))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a TorchServe key file: missing {error}") from None
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The Authorization header for ``key``; none when authorization is off."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def workers_ready(describe_body: bytes) -> bool:
+    """Whether a describe-model answer (``GET /models/{name}``) shows its workers loaded.
+
+    TorchServe answers ``/ping`` Healthy before any worker has loaded the model; only READY
+    workers answer predictions. Ready means at least ``minWorkers`` (and at least one) READY.
+    """
+    try:
+        (model,) = json.loads(describe_body)
+        ready = sum(worker.get("status") == "READY" for worker in model.get("workers", []))
+        return ready >= max(1, int(model.get("minWorkers", 1)))
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def api_version(description_body: bytes) -> str | None:
+    """The server version in TorchServe's OpenAPI description (``GET /api-description``)."""
+    try:
+        return str(json.loads(description_body)["info"]["version"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,104 @@
+"""KServe V2 / Open Inference Protocol, as Triton and KServe speak it over HTTP.
+
+The image travels as a BYTES tensor in Triton's binary-data extension (a JSON header
+followed by the raw tensor), the only way to send arbitrary bytes without base64.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+from .base import HttpRequest, Prediction, Protocol, ProtocolError
+
+INPUT_NAME = "IMAGE"
+CLASSES_OUTPUT = "CLASSES"
+PROBABILITIES_OUTPUT = "PROBABILITIES"
+
+
+def binary_request(path: str, inputs: list[dict], outputs: list[str], tensors: bytes) -> HttpRequest:
+    """A V2 request with the binary-data extension: JSON header, then the raw input tensors."""
+    header = {
+        "inputs": inputs,
+        "outputs": [{"name": name, "parameters": {"binary_data": False}} for name in outputs],
+    }
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    return HttpRequest(
+        method="POST",
+        path=path,
+        body=header_bytes + tensors,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header_bytes)),
+        },
+    )
+
+
+def serialize_bytes_tensor(elements: list[bytes]) -> bytes:
+    """BYTES elements as the V2 binary extension lays them out: 4-byte little-endian length, then data."""
+    return b"".join(struct.pack("<I", len(element)) + element for element in elements)
+
+
+class V2Protocol(Protocol):
+    """Image-in/top-5-out over ``POST /v2/models/{model}/infer`` with binary data."""
+
+    name = "v2"
+
+    def __init__(self, model_name: str, version: str | None = None) -> None:
+        super().__init__(model_name)
+        self.version = version
+
+    @property
+    def infer_path(self) -> str:
+        versioned = f"/versions/{self.version}" if self.version else ""
+        return f"/v2/models/{self.model_name}{versioned}/infer"
+
+    def encode(self, image: bytes) -> HttpRequest:
+        tensor = serialize_bytes_tensor([image])
+        image_input = {"name": INPUT_NAME, "shape": [1, 1], "datatype": "BYTES"}
+        image_input["parameters"] = {"binary_data_size": len(tensor)}
+        return binary_request(self.infer_path, [image_input], [CLASSES_OUTPUT, PROBABILITIES_OUTPUT], tensor)
+
+    def decode(self, status: int, body: bytes) -> Prediction:
+        self.raise_for_status(status, body)
+        try:
+            outputs = {output["name"]: output for output in json.loads(body)["outputs"]}
+            classes = np.asarray(outputs[CLASSES_OUTPUT]["data"], dtype=np.int64).reshape(-1)
+            probabilities = np.asarray(outputs[PROBABILITIES_OUTPUT]["data"], dtype=np.float64).reshape(-1)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProtocolError(f"v2: response is not a top-5 prediction: {error}: {body[:300]!r}") from None
+        if classes.size == 0 or classes.size != probabilities.size:
+            raise ProtocolError(f"v2: {classes.size} classes but {probabilities.size} probabilities")
+        return Prediction(tuple(int(c) for c in classes), tuple(float(p) for p in probabilities))
+
+
+class V2TensorProtocol(V2Protocol):
+    """Tensor-in/logits-out over V2, for model variants that cannot decode images in the server
+    (official images without our Python dependencies): the client preprocesses exactly like the
+    reference does."""
+
+    name = "v2-tensor"
+    input_name = "input"
+    output_name = "logits"
+
+    def encode(self, image: bytes) -> HttpRequest:
+        from ..model.preprocess import preprocess
+
+        tensor = preprocess(image)[np.newaxis].astype("<f4").tobytes()
+        tensor_input = {"name": self.input_name, "shape": [1, 3, 224, 224], "datatype": "FP32"}
+        tensor_input["parameters"] = {"binary_data_size": len(tensor)}
+        return binary_request(self.infer_path, [tensor_input], [self.output_name], tensor)
+
+    def decode(self, status: int, body: bytes) -> Prediction:
+        from ..model.preprocess import softmax, top_k
+
+        self.raise_for_status(status, body)
+        try:
+            outputs = {output["name"]: output for output in json.loads(body)["outputs"]}
+            logits = np.asarray(outputs[self.output_name]["data"], dtype=np.float64).reshape(1, -1)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProtocolError(f"v2-tensor: response holds no logits: {error}: {body[:300]!r}") from None
+        classes, probabilities = top_k(softmax(logits))
+        return Prediction(tuple(int(c) for c in classes[0]), tuple(float(p) for p in probabilities[0]))

@@ -1,0 +1,1 @@
+"""Results storage (results.json) and the reports drawn from it."""

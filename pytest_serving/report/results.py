@@ -1,0 +1,78 @@
+"""results.json: every figure the suites measure, written atomically as soon as it is known.
+
+Several processes (pytest-xdist workers, a sweep's phases) may write to one file, so every
+update is a locked read-modify-write followed by an atomic rename: an interrupted run keeps
+everything measured before the interruption, and a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ResultsStore:
+    """A results.json that many writers update key by key (``None`` path: keep in memory only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._memory: dict[str, Any] = {}
+
+    def read(self) -> dict[str, Any]:
+        if self.path is None:
+            return self._memory
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def set(self, keys: tuple[str, ...], value: Any) -> None:
+        """Set ``results[k1][k2]…[kn] = value``, creating the intermediate objects."""
+        with self._locked() as results:
+            _descend(results, keys[:-1])[keys[-1]] = value
+
+    def append(self, keys: tuple[str, ...], value: Any) -> None:
+        """Append ``value`` to the list at ``results[k1]…[kn]``."""
+        with self._locked() as results:
+            _descend(results, keys[:-1]).setdefault(keys[-1], []).append(value)
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        if self.path is None:
+            yield self._memory
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            results = self.read()
+            yield results
+            write_json_atomically(self.path, results)
+
+
+def _descend(results: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    node = results
+    for key in keys:
+        node = node.setdefault(key, {})
+    return node

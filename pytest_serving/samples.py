@@ -1,0 +1,128 @@
+"""Find labelled sample images: ImageNet folders (flat or ImageFolder) or the bundled default photos."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+WNID = re.compile(r"^(n\d{8})")
+
+
+class SampleError(ValueError):
+    """The samples cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image as it is sent to servers.
+
+    ``accepted`` holds the classes that count as correct: the ImageNet label alone for
+    ImageNet samples, a few fair classes for the default photos (a tabby is also a tiger cat).
+    """
+
+    id: str
+    data: bytes
+    label: int
+    accepted: frozenset[int]
+    source: str
+
+
+def load_classes(path: Path) -> dict[str, tuple[int, str]]:
+    """wnid -> (class index, name) from a classes.tsv with columns index, wnid, name."""
+    if not path.is_file():
+        raise SampleError(f"classes file not found: {path} (give --serving-classes=FILE)")
+    classes = {}
+    with path.open(newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or row[0].startswith("#") or (line_number == 1 and not row[0].strip().isdigit()):
+                continue
+            if len(row) < 2:
+                raise SampleError(f"{path}:{line_number}: expected 'index<TAB>wnid<TAB>name', got {row!r}")
+            classes[row[1].strip()] = (int(row[0]), row[2].strip() if len(row) > 2 else row[1].strip())
+    if not classes:
+        raise SampleError(f"{path}: no classes")
+    return classes
+
+
+def discover(directory: Path, classes_file: Path | None = None, limit: int | None = None) -> list[Sample]:
+    """Samples from ``directory``: ``<wnid>_*.JPEG`` files, or ``<wnid>/*.JPEG`` ImageFolder subfolders."""
+    if not directory.is_dir():
+        raise SampleError(f"samples directory not found: {directory}")
+    classes = load_classes(classes_file or directory / "classes.tsv")
+    found: list[tuple[str, Path]] = []
+    for path in sorted(directory.iterdir()):
+        if path.is_dir() and WNID.match(path.name):
+            found += [(path.name, image) for image in sorted(path.iterdir()) if _is_image(image)]
+        elif _is_image(path) and (match := WNID.match(path.name)):
+            found.append((match.group(1), path))
+    if not found:
+        raise SampleError(
+            f"no samples in {directory}: expected files named '<wnid>_*.JPEG' or folders '<wnid>/*.JPEG'"
+        )
+    unknown = sorted({wnid for wnid, _ in found if wnid not in classes})
+    if unknown:
+        raise SampleError(f"wnids not in the classes file: {', '.join(unknown[:5])}")
+    samples = [
+        Sample(
+            id=_sample_id(directory, path),
+            data=path.read_bytes(),
+            label=classes[wnid][0],
+            accepted=frozenset({classes[wnid][0]}),
+            source=str(path),
+        )
+        for wnid, path in _spread(found, limit)
+    ]
+    return samples
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _sample_id(root: Path, path: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix().replace("/", "-")
+
+
+def _spread(items: list, limit: int | None) -> list:
+    """At most ``limit`` items taken evenly across the list, so a small limit still spans classes."""
+    if limit is None or limit >= len(items):
+        return items
+    step = len(items) / limit
+    return [items[int(index * step)] for index in range(limit)]
+
+
+#: Real photos that scikit-image ships (file in skimage's data folder -> the ImageNet classes
+#: a person would fairly accept).
+DEFAULT_PHOTOS: dict[str, tuple[int, ...]] = {
+    "chelsea.png": (281, 282, 285),  # tabby, tiger cat, Egyptian cat
+    "coffee.png": (967, 968, 504),  # espresso, cup, coffee mug
+    "rocket.jpg": (657, 744, 812),  # missile, projectile, space shuttle
+    "motorcycle_left.png": (665, 670),  # moped, motor scooter
+    "motorcycle_right.png": (665, 670),
+}
+
+
+def default_samples(limit: int | None = None) -> list[Sample]:
+    """The bundled photos re-encoded as JPEG (what the servers' contract takes), each with its fair classes."""
+    import skimage.data
+    from PIL import Image
+
+    samples = []
+    for filename, accepted in _spread(list(DEFAULT_PHOTOS.items()), limit):
+        path = Path(skimage.data.data_dir) / filename
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").save(buffer, format="JPEG", quality=95)
+        samples.append(
+            Sample(
+                id=path.stem,
+                data=buffer.getvalue(),
+                label=accepted[0],
+                accepted=frozenset(accepted),
+                source=f"scikit-image {path.name}",
+            )
+        )
+    return samples

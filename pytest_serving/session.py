@@ -1,0 +1,88 @@
+"""State shared by the fixtures and hooks of one pytest session (kept in ``config.stash``)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from .deployment import Deployment
+from .protocols.base import Prediction
+from .report.results import ResultsStore
+from .samples import Sample, SampleError, default_samples, discover
+from .settings import Settings
+
+_KEY = pytest.StashKey["SessionState"]()
+
+
+class SessionState:
+    """Settings, samples, reference answers and what happened to each target in this session."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        report = settings.report_dir
+        self.results = ResultsStore(report / "results.json" if report else None)
+        #: target name -> ("ran", details) or ("skipped", reason), for the terminal summary.
+        self.outcomes: dict[str, tuple[str, str]] = {}
+        self._samples: list[Sample] | None = None
+
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            settings = self.settings
+            try:
+                if settings.samples:
+                    self._samples = discover(settings.samples, settings.classes, settings.samples_limit)
+                else:
+                    self._samples = default_samples(settings.samples_limit)
+            except SampleError as error:
+                raise pytest.UsageError(f"pytest-serving: {error}") from None
+        return self._samples
+
+    def reference(self, samples: list[Sample]) -> dict[str, Prediction]:
+        """In-process predictions, cached in .pytest_cache by model, weights and sample bytes."""
+        from .model.registry import get_model
+
+        digest = hashlib.sha256(get_model(self.settings.model_name).weights_id().encode())
+        for sample in samples:
+            digest.update(hashlib.sha256(sample.data).digest())
+        key = f"pytest-serving/reference/{self.settings.model_name}/{digest.hexdigest()[:24]}"
+        cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
+        cached = cache.get(key, None) if cache else None
+        if cached is None:
+            from .model.reference import ReferenceClassifier
+
+            classifier = ReferenceClassifier(self.settings.model_name)
+            predictions = classifier.predict_many([sample.data for sample in samples])
+            cached = {s.id: [list(p.classes), list(p.probabilities)] for s, p in zip(samples, predictions)}
+            if cache:
+                cache.set(key, cached)
+        return {sample_id: Prediction(tuple(c), tuple(p)) for sample_id, (c, p) in cached.items()}
+
+    def record_deployment(self, deployment: Deployment) -> None:
+        endpoint = deployment.endpoint
+        self.outcomes[endpoint.target] = ("ran", f"{endpoint.image} ({endpoint.server_version})")
+        self.results.set(
+            ("targets", endpoint.target, "server"),
+            {
+                "image": endpoint.image,
+                "image_origin": deployment.target.image_origin,
+                "version": endpoint.server_version,
+                "started_by_plugin": endpoint.started_by_plugin,
+                "model": endpoint.model_name,
+                "gpus": self.settings.gpus or "none (CPU)",
+            },
+        )
+
+    def record_unavailable(self, target: str, reason: str) -> None:
+        self.outcomes[target] = ("skipped", reason)
+        self.results.set(("targets", target, "skipped"), reason)
+
+
+def install(config: pytest.Config, settings: Settings) -> SessionState:
+    config.stash[_KEY] = SessionState(config, settings)
+    return config.stash[_KEY]
+
+
+def state(config: pytest.Config) -> SessionState:
+    return config.stash[_KEY]

@@ -1,0 +1,181 @@
+"""Every option of the plugin, settable on the command line, as an ini key or as an environment variable.
+
+Precedence: command line, then ``PYTEST_SERVING_*`` environment variable, then ini key, then default.
+The option table is the single source for ``pytest --help``, the ini keys and the docs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # command-line name without the leading dashes
+    help: str
+    default: str | None = None
+    flag: bool = False
+    multiple: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "PYTEST_" + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("serving", "serving targets to test: NAME[,NAME...] or 'all'; without it no serving test is collected"),
+    Option("serving-samples", "directory of ImageNet samples: flat '<wnid>_*.JPEG' files or ImageFolder '<wnid>/*.JPEG'"),
+    Option("serving-classes", "classes.tsv (index, wnid, name); default: classes.tsv in the samples directory"),
+    Option("serving-samples-limit", "use at most N samples (evenly spread over the sorted list)"),
+    Option("serving-image", "NAME=IMAGE: run target NAME from IMAGE instead of its default", multiple=True),
+    Option("serving-url", "NAME=URL: test an already running server instead of booting a container", multiple=True),
+    Option("serving-report", "directory for results.json and the report"),
+    Option("serving-gpus", "'all' or a count: give the containers GPUs (Docker device request); default CPU"),
+    Option("serving-startup-timeout", "seconds to wait for a server's model to be ready", default="600"),
+    Option("serving-model", "model to deploy: efficientnet_lite0 (default) or resnet50", default="efficientnet_lite0"),
+    Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
+    Option("serving-torchserve-auth", "TorchServe token authorization: on (keys read from the server) or off", default="on"),
+    Option(
+        "serving-strict",
+        "turn 'Docker or image missing' skips into failures (CI sets this so it always proves the real path)",
+        flag=True,
+    ),
+)
+
+
+def register(parser: pytest.Parser) -> None:
+    group = parser.getgroup("serving", "model serving (pytest-serving)")
+    for option in OPTIONS:
+        help_text = f"{option.help} [env {option.env}, ini {option.dest}]"
+        if option.flag:
+            group.addoption(f"--{option.name}", action="store_true", default=None, dest=option.dest, help=help_text)
+            parser.addini(option.dest, option.help, type="bool", default=False)
+        elif option.multiple:
+            group.addoption(f"--{option.name}", action="append", default=None, dest=option.dest, help=help_text)
+            parser.addini(option.dest, option.help, type="linelist", default=[])
+        else:
+            group.addoption(f"--{option.name}", default=None, dest=option.dest, help=help_text)
+            parser.addini(option.dest, option.help, default=option.default)
+
+
+def raw_value(config: pytest.Config, option: Option) -> object:
+    """The option's value by precedence: command line, environment, ini, default."""
+    value = config.getoption(option.dest)
+    if value is not None:
+        return value
+    env = os.environ.get(option.env)
+    if env is not None:
+        if option.flag:
+            return env.strip().lower() in ("1", "true", "yes", "on")
+        if option.multiple:
+            return [item for item in env.replace(";", ",").split(",") if item.strip()]
+        return env
+    ini = config.getini(option.dest)
+    if option.flag:
+        return bool(ini)
+    return ini if ini not in ("", None, []) else (None if not option.multiple else [])
+
+
+def parse_assignments(values: list[str], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs (from repeated options, comma lists or ini lines) to a dict."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        for part in filter(str.strip, item.split(",")):
+            name, sep, value = part.strip().partition("=")
+            if not sep or not name or not value:
+                raise pytest.UsageError(f"{what}: expected NAME=VALUE, got {part!r}")
+            pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def parse_targets(value: str | None, known: list[str]) -> list[str]:
+    """``all`` or a comma list of known target names; unknown names are a usage error."""
+    if not value:
+        return []
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if "all" in names:
+        return list(known)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise pytest.UsageError(f"--serving: unknown target(s) {', '.join(unknown)}; known: {', '.join(known)}, all")
+    return list(dict.fromkeys(names))
+
+
+def parse_gpus(value: str | None) -> str | None:
+    if value in (None, "", "0", "none"):
+        return None
+    if value == "all" or (value.isdigit() and int(value) > 0):
+        return value
+    raise pytest.UsageError(f"--serving-gpus: expected 'all' or a positive count, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed options, one object for fixtures and hooks."""
+
+    targets: list[str]
+    samples: Path | None
+    classes: Path | None
+    samples_limit: int | None
+    images: dict[str, str]
+    urls: dict[str, str]
+    report_dir: Path | None
+    gpus: str | None
+    startup_timeout: float
+    model_name: str
+    model_repo: Path | None
+    strict: bool
+    #: Values of the options named ``serving-<target>-...``, handed to targets as TargetOptions.extra.
+    target_extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config, known_targets: list[str]) -> Settings:
+        values = {option.dest: raw_value(config, option) for option in OPTIONS}
+
+        def path(key: str) -> Path | None:
+            return Path(str(values[key])).expanduser() if values[key] else None
+
+        def number(key: str, kind: type) -> int | float | None:
+            if values[key] in (None, ""):
+                return None
+            try:
+                return kind(values[key])
+            except ValueError:
+                raise pytest.UsageError(f"--{key.replace('_', '-')}: not a number: {values[key]!r}") from None
+
+        limit = number("serving_samples_limit", int)
+        if limit is not None and limit <= 0:
+            raise pytest.UsageError("--serving-samples-limit must be positive")
+        images = parse_assignments(values["serving_image"] or [], "--serving-image")
+        urls = parse_assignments(values["serving_url"] or [], "--serving-url")
+        for name in [*images, *urls]:
+            if name not in known_targets:
+                raise pytest.UsageError(f"unknown target {name!r}; known: {', '.join(known_targets)}")
+        return cls(
+            targets=parse_targets(values["serving"], known_targets),
+            samples=path("serving_samples"),
+            classes=path("serving_classes"),
+            samples_limit=limit,
+            images=images,
+            urls=urls,
+            report_dir=path("serving_report"),
+            gpus=parse_gpus(values["serving_gpus"]),
+            startup_timeout=float(number("serving_startup_timeout", float) or 600.0),
+            model_name=str(values["serving_model"] or "efficientnet_lite0"),
+            model_repo=path("serving_model_repo"),
+            strict=bool(values["serving_strict"]),
+            target_extra={
+                option.dest: str(values[option.dest])
+                for option in OPTIONS
+                if option.name.startswith(tuple(f"serving-{name}-" for name in known_targets))
+                and values[option.dest] is not None
+            },
+        )

@@ -1,0 +1,1 @@
+"""The built-in test suites, collected whenever ``--serving`` selects targets."""

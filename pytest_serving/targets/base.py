@@ -1,0 +1,113 @@
+"""What every serving target declares, and the readiness helpers they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import requests
+
+from ..images.recipe import OfflineImage
+from ..protocols.base import Protocol
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """The user's choices that shape how a target runs (from the command line or ini)."""
+
+    model_name: str = "efficientnet_lite0"
+    model_repo: Path | None = None
+    gpus: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ready server: one base URL per port role (``http``, ``grpc``, ``metrics``…), and how to talk to it."""
+
+    target: str
+    urls: dict[str, str]
+    image: str
+    started_by_plugin: bool
+    model_name: str = ""
+    protocol: Protocol | None = None
+    server_version: str = "unknown"
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Reads a file inside the server's container (keys servers write at start); None when the
+    #: plugin did not start the server.
+    read_file: Callable[[str], bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.urls["http"]
+
+
+class ServingTarget(ABC):
+    """One serving system: images, ports, command, readiness and protocol.
+
+    Subclasses set the class attributes and implement ``command``, ``is_ready`` and
+    ``protocol``; everything about starting and stopping containers lives elsewhere.
+    """
+
+    name: ClassVar[str]
+    official_image: ClassVar[str]
+    official_gpu_image: ClassVar[str]
+    offline_image: ClassVar[OfflineImage | None] = None
+    #: Container port of each role; ``http`` is the inference API.
+    ports: ClassVar[dict[str, int]]
+    #: Folder under ``model_repo/`` mounted read-only at ``model_mount``.
+    model_repo_folder: ClassVar[str]
+    model_mount: ClassVar[str] = "/models"
+
+    def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
+        self.options = options
+        #: "official", "offline" or "override": official images lack our Python dependencies,
+        #: so some targets deploy a different model variant on them.
+        self.image_origin = image_origin
+
+    @property
+    def model_name(self) -> str:
+        return self.options.model_name
+
+    @classmethod
+    def default_image(cls, gpus: str | None) -> str:
+        return cls.official_gpu_image if gpus else cls.official_image
+
+    def prepare_model_repo(self, folder: Path) -> None:
+        """Generate build output the server needs in ``folder`` (weights, archives); cached."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The server's command line inside the container."""
+
+    def environment(self) -> dict[str, str]:
+        return {}
+
+    @abstractmethod
+    def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
+        """One readiness probe through the server's own health API; True once the model answers."""
+
+    @abstractmethod
+    def protocol(self) -> Protocol:
+        """How the contract tests talk to this server."""
+
+    def request_headers(self, endpoint: Endpoint) -> dict[str, str]:
+        """Headers every request needs (authorization tokens, perhaps from ``endpoint.read_file``)."""
+        return {}
+
+    def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
+        """The server's own report of its version, recorded with every figure."""
+        return "unknown"
+
+
+def probe(
+    session: requests.Session, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> requests.Response | None:
+    """GET ``url``; None while the server does not answer yet."""
+    try:
+        return session.get(url, timeout=timeout, headers=headers)
+    except requests.RequestException:
+        return None

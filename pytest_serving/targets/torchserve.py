@@ -1,0 +1,236 @@
+"""PyTorch TorchServe.
+
+The model travels as a model archive (``<model>.mar``) that ``torch-model-archiver`` builds
+on the host from the TorchScript export, the project's ``handler.py``, ``serving_preprocess.py``
+and ``model-config.yaml`` (workers and server-side batching). The same command runs the
+official images and the offline one.
+
+TorchServe 0.12 enforces token authorization by default: at start it writes
+``key_file.json`` into its working directory, with one key for the inference API and one
+for the management API. For servers the plugin starts, the keys are read from that file
+inside the container; for ``--serving-url`` servers they come from the environment
+variables ``PYTEST_SERVING_TORCHSERVE_INFERENCE_KEY`` and
+``PYTEST_SERVING_TORCHSERVE_MANAGEMENT_KEY``, and the management API is found at
+``PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL`` (default: the inference URL's port + 1, as in
+TorchServe's 8080/8081 layout). ``--serving-torchserve-auth=off`` is the explicit opt-out: it
+starts the server with ``--disable-token-auth`` and sends no keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from ..images.recipe import OfflineImage
+from ..protocols.base import Protocol
+from ..protocols.torchserve import TokenKeys, TorchServeProtocol, api_version, bearer, workers_ready
+from .base import Endpoint, ServingTarget, TargetOptions, probe
+
+TORCHSERVE_VERSION = "0.12.0"
+#: Relative on purpose: ``docker exec`` runs in the container's working directory, where
+#: torchserve is started and writes the file (/home/model-server in both image families).
+KEY_FILE = "key_file.json"
+AUTH_OPTION = "serving_torchserve_auth"
+INFERENCE_KEY_ENV = "PYTEST_SERVING_TORCHSERVE_INFERENCE_KEY"
+MANAGEMENT_KEY_ENV = "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_KEY"
+MANAGEMENT_URL_ENV = "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL"
+#: The sources in ``model_repo/torchserve/`` that go into every archive.
+HANDLER = "handler.py"
+MODEL_CONFIG = "model-config.yaml"
+SERVER_CONFIG = "config.properties"
+ARCHIVE_MODE = 0o644
+
+TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
+    tag=f"pytest-serving/torchserve:{TORCHSERVE_VERSION}-cpu",
+    apt_packages=("openjdk-17-jre-headless",),
+    wheels=(
+        f"torchserve=={TORCHSERVE_VERSION}",
+        f"torch-model-archiver=={TORCHSERVE_VERSION}",
+        # TorchServe's workers import yaml without declaring it.
+        "pyyaml==6.0.3",
+        # The same versions as the in-process reference, so both sides decode and infer alike.
+        "numpy==2.4.6",
+        "pillow==13.0.0",
+        # The CPU build: pip on the host must find it (a find-links folder holding the wheel,
+        # or https://download.pytorch.org/whl/cpu as an extra index); PyPI has no +cpu builds.
+        "torch==2.13.0+cpu",
+    ),
+    # The official images' user and working directory, so the key file is found alike.
+    dockerfile_steps="""
+RUN useradd --create-home --uid 1000 model-server \\
+ && java -version \\
+ && python3 -c 'import torch, ts, model_archiver, yaml, numpy, PIL'
+USER model-server
+WORKDIR /home/model-server
+CMD ["torchserve", "--start", "--foreground", "--ncs", "--model-store", "/models"]
+""",
+)
+
+
+class TorchServeAuthError(RuntimeError):
+    """TorchServe refuses our keys, or we have none to send; the message says how to fix it."""
+
+
+class ModelArchiveError(RuntimeError):
+    """torch-model-archiver failed or is not installed."""
+
+
+class TorchServe(ServingTarget):
+    name = "torchserve"
+    official_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-cpu"
+    official_gpu_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-gpu"
+    offline_image = TORCHSERVE_OFFLINE_IMAGE
+    ports = {"http": 8080, "management": 8081, "metrics": 8082}
+    model_repo_folder = "torchserve"
+
+    def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
+        super().__init__(options, image_origin)
+        self.auth = parse_auth(options.extra.get(AUTH_OPTION, "on"))
+        self._keys: TokenKeys | None = None
+
+    def prepare_model_repo(self, folder: Path) -> None:
+        build_model_archive(folder, self.model_name)
+
+    def command(self) -> list[str]:
+        command = [
+            "torchserve", "--start", "--foreground", "--ncs",
+            "--model-store", self.model_mount,
+            "--ts-config", f"{self.model_mount}/{SERVER_CONFIG}",
+            "--models", f"{self.model_name}={self.model_name}.mar",
+        ]
+        return command if self.auth else [*command, "--disable-token-auth"]
+
+    def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
+        """Ready once the model's workers are: ``/ping`` says Healthy before any worker has loaded it."""
+        if self.auth and self.token_keys(endpoint) is None:
+            return False
+        response = self._management_get(endpoint, session, f"/models/{self.model_name}")
+        return response is not None and response.ok and workers_ready(response.content)
+
+    def protocol(self) -> Protocol:
+        return TorchServeProtocol(self.model_name)
+
+    def request_headers(self, endpoint: Endpoint) -> dict[str, str]:
+        keys = self.token_keys(endpoint) if self.auth else None
+        return bearer(keys.inference if keys else None)
+
+    def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
+        response = self._management_get(endpoint, session, "/api-description")
+        found = api_version(response.content) if response is not None and response.ok else None
+        return f"torchserve {found}" if found else "unknown"
+
+    def token_keys(self, endpoint: Endpoint) -> TokenKeys | None:
+        """The server's keys; None while a server we started has not written its key file yet."""
+        if self._keys is not None:
+            return self._keys
+        if endpoint.read_file is None:
+            self._keys = keys_from_environment()
+            return self._keys
+        try:
+            self._keys = TokenKeys.from_key_file(endpoint.read_file(KEY_FILE))
+        except (FileNotFoundError, ValueError):
+            return None
+        return self._keys
+
+    def _management_get(self, endpoint: Endpoint, session: requests.Session, path: str) -> requests.Response | None:
+        keys = self.token_keys(endpoint) if self.auth else None
+        url = management_url(endpoint) + path
+        response = probe(session, url, headers=bearer(keys.management if keys else None))
+        if response is not None and response.status_code == 401:
+            raise TorchServeAuthError(
+                f"TorchServe at {url} refused the management key ({response.text.strip()[:200]}); "
+                f"check {MANAGEMENT_KEY_ENV}, or pass --serving-torchserve-auth=off if it runs with --disable-token-auth"
+            )
+        return response
+
+
+def parse_auth(value: str) -> bool:
+    """``--serving-torchserve-auth``: ``on`` or ``off``."""
+    choices = {"on": True, "off": False}
+    try:
+        return choices[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"--serving-torchserve-auth: expected on or off, got {value!r}") from None
+
+
+def keys_from_environment() -> TokenKeys:
+    """The keys of a server the plugin did not start, which only its owner can read."""
+    inference, management = os.environ.get(INFERENCE_KEY_ENV), os.environ.get(MANAGEMENT_KEY_ENV)
+    if not inference or not management:
+        raise TorchServeAuthError(
+            f"TorchServe token authorization is on: set {INFERENCE_KEY_ENV} and {MANAGEMENT_KEY_ENV} to the "
+            f"'inference' and 'management' keys of the server's {KEY_FILE}, or pass --serving-torchserve-auth=off "
+            "if it runs with --disable-token-auth"
+        )
+    return TokenKeys(inference=inference, management=management)
+
+
+def management_url(endpoint: Endpoint) -> str:
+    """The management API's base URL: published by our container, else configured or derived."""
+    if "management" in endpoint.urls:
+        return endpoint.urls["management"]
+    configured = os.environ.get(MANAGEMENT_URL_ENV)
+    if configured:
+        return configured.rstrip("/")
+    parts = urlsplit(endpoint.base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port + 1}")).rstrip("/")
+
+
+def build_model_archive(folder: Path, model_name: str) -> Path:
+    """``folder/<model>.mar`` from the TorchScript export and the handler sources beside it.
+
+    Rebuilt only when an input changed (the stamp holds their hashes), and renamed into
+    place from a private scratch folder, so servers never see a half-written archive.
+    """
+    from ..model.export import _write_atomically, copy_preprocess, export_torchscript, stamp_path
+
+    if importlib.util.find_spec("model_archiver") is None:
+        raise ModelArchiveError(
+            f"torch-model-archiver is not installed: pip install torch-model-archiver=={TORCHSERVE_VERSION} "
+            "(part of pytest-serving[model])"
+        )
+    work = folder / model_name
+    serialized = export_torchscript(work / "model.pt", model_name)
+    preprocess = copy_preprocess(work)
+    handler, model_config = folder / HANDLER, folder / MODEL_CONFIG
+    inputs = (handler, model_config, preprocess, stamp_path(serialized))
+    stamp = json.dumps(
+        {
+            "archiver": installed_version("torch-model-archiver"),
+            "model": model_name,
+            "inputs": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in inputs},
+        },
+        sort_keys=True,
+    )
+    archive = folder / f"{model_name}.mar"
+    if archive.exists() and stamp_path(archive).exists() and stamp_path(archive).read_text() == stamp:
+        return archive
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-archive-") as scratch:
+        command = [
+            sys.executable, "-m", "model_archiver.model_packaging",
+            "--model-name", model_name, "--version", "1.0",
+            "--serialized-file", str(serialized), "--handler", str(handler),
+            "--extra-files", str(preprocess), "--config-file", str(model_config),
+            "--export-path", scratch, "--force",
+        ]
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps
+        # concurrent builds (pytest-xdist workers) out of each other's way.
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch})
+        built = Path(scratch) / f"{model_name}.mar"
+        if result.returncode != 0 or not built.is_file():
+            raise ModelArchiveError(f"torch-model-archiver failed (exit {result.returncode}): {result.stderr[-2000:]}")
+        built.chmod(ARCHIVE_MODE)
+        os.replace(built, archive)
+    _write_atomically(stamp_path(archive), lambda path: path.write_text(stamp))
+    return archive

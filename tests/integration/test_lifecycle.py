@@ -1,0 +1,89 @@
+"""Container lifecycle against a real Triton: failed starts, interrupts and cleanup leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from pytest_serving.containers.labels import SESSION_LABEL
+
+
+@pytest.fixture
+def session_id(monkeypatch):
+    """A fresh pytest-serving session id for the inner pytest run, so its cleanup is its own."""
+    value = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PYTEST_SERVING_SESSION_ID", value)
+    return value
+
+
+def session_containers(docker_client, session_id):
+    return docker_client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session_id}"})
+
+
+def test_a_server_that_fails_to_start_shows_its_log_and_leaves_no_container(
+    pytester, offline_image, docker_client, session_id
+):
+    offline_image("triton")
+    broken_repo = pytester.mkdir("repo")
+    (broken_repo / "triton").mkdir()  # no model in it: Triton exits on the failed load
+    result = pytester.runpytest_subprocess(
+        "--serving=triton", f"--serving-model-repo={broken_repo}", "--serving-startup-timeout=120", "-x"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*container log tail*", "*efficientnet_lite0*"])
+    assert session_containers(docker_client, session_id) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_a_run_removes_its_container(tmp_path, offline_image, docker_client, session_id, signum):
+    offline_image("triton")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--serving=triton", "-q", str(tmp_path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTEST_SERVING_SESSION_ID": session_id},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not session_containers(docker_client, session_id):
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "the run never started a container"
+            time.sleep(0.5)
+        time.sleep(3)  # inside the run: the container is booting or answering
+        process.send_signal(signum)
+        output = process.communicate(timeout=120)[0].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0, output
+    assert session_containers(docker_client, session_id) == [], output
+
+
+def test_imagefolder_layout_gives_the_same_kind_of_result(pytester, offline_image, shared_samples, session_id):
+    offline_image("triton")
+    folder = pytester.mkdir("val")
+    picked = sorted(shared_samples.glob("n*.JPEG"))[::8]
+    for index, path in enumerate(picked):
+        wnid = path.name.split("_")[0]
+        (folder / wnid).mkdir(exist_ok=True)
+        (folder / wnid / f"ILSVRC2012_val_{index:08d}.JPEG").symlink_to(path)
+    result = pytester.runpytest_subprocess(
+        "--serving=triton",
+        f"--serving-samples={folder}",
+        f"--serving-classes={shared_samples / 'classes.tsv'}",
+        f"--serving-report={pytester.path / 'out'}",
+    )
+    outcomes = result.parseoutcomes()
+    assert result.ret == pytest.ExitCode.OK
+    assert outcomes["passed"] + outcomes.get("xfailed", 0) == len(picked) + 1  # per-sample tests + aggregate
+    correctness = json.loads((pytester.path / "out" / "results.json").read_text())["targets"]["triton"]["correctness"]
+    assert correctness["n"] == len(picked)
+    assert correctness["agreement"] >= 0.99

@@ -1,0 +1,50 @@
+import pytest
+
+from pytest_serving.settings import parse_assignments, parse_gpus, parse_targets
+
+KNOWN = ["triton", "torchserve", "kserve"]
+
+
+def test_all_selects_every_known_target():
+    assert parse_targets("all", KNOWN) == KNOWN
+
+
+def test_comma_list_keeps_order_and_drops_duplicates():
+    assert parse_targets("kserve, triton,kserve", KNOWN) == ["kserve", "triton"]
+
+
+def test_unknown_target_is_a_usage_error_naming_it():
+    with pytest.raises(pytest.UsageError, match="bogus"):
+        parse_targets("triton,bogus", KNOWN)
+
+
+def test_no_value_selects_nothing():
+    assert parse_targets(None, KNOWN) == []
+
+
+def test_assignments_from_repeated_options_and_comma_lists():
+    assert parse_assignments(["triton=img:1", "kserve=a,torchserve=b"], "--serving-image") == {
+        "triton": "img:1",
+        "kserve": "a",
+        "torchserve": "b",
+    }
+
+
+def test_assignment_keeps_equals_signs_in_the_value():
+    assert parse_assignments(["triton=http://h/?a=b"], "--serving-url") == {"triton": "http://h/?a=b"}
+
+
+@pytest.mark.parametrize("bad", ["triton", "=img", "triton="])
+def test_malformed_assignment_is_a_usage_error(bad):
+    with pytest.raises(pytest.UsageError, match="NAME=VALUE"):
+        parse_assignments([bad], "--serving-image")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("0", None), ("all", "all"), ("2", "2")])
+def test_gpus(value, expected):
+    assert parse_gpus(value) == expected
+
+
+def test_bad_gpus_value_is_a_usage_error():
+    with pytest.raises(pytest.UsageError):
+        parse_gpus("many")
