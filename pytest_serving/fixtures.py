@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from .deployment import Deployment, Unavailable, deploy
+from .load.fixture import ServingLoad
 from .protocols.base import Prediction
 from .protocols.client import ClassifierClient
 from .report.results import ResultsStore
@@ -77,3 +79,43 @@ def serving_client(serving_endpoint: Endpoint) -> Iterator[ClassifierClient]:
     client = ClassifierClient(serving_endpoint.base_url, serving_endpoint.protocol, headers=serving_endpoint.headers)
     yield client
     client.close()
+
+
+@pytest.fixture
+def serving_load(
+    request: pytest.FixtureRequest,
+    pytestconfig: pytest.Config,
+    serving_deployment: Deployment,
+    serving_samples: list[Sample],
+) -> ServingLoad:
+    """Load generator for the current target (Locust in child processes, exact latency percentiles).
+
+    ``serving_load(**options) -> PhaseStats`` runs one phase; ``serving_load.sweep(levels=...,
+    scenario="warm"|"fresh", repeats=...)`` runs the study's sweep. Options come from
+    ``@pytest.mark.serving_load(...)`` and the call: ``users`` (closed loop) or ``rate`` +
+    ``arrival="poisson"|"constant"`` (open loop, latency from the scheduled send time),
+    ``spawn_rate``, ``duration``, ``warmup``, ``workers`` and budgets ``p50_ms``, ``p95_ms``,
+    ``p99_ms``, ``max_ms``, ``mean_ms``, ``min_rps``, ``max_failure_rate``. A violated budget
+    (or a regression against --serving-baseline) fails the test with one line per violation.
+    Every phase is appended to results.json under ``targets.<name>.load`` as it ends.
+    """
+    session = state(pytestconfig)
+    marker = request.node.get_closest_marker("serving_load")
+    name = serving_deployment.endpoint.target
+
+    @contextmanager
+    def fresh_server() -> Iterator[str]:
+        with deploy(name, session.settings) as fresh:
+            yield fresh.endpoint.base_url
+
+    return ServingLoad(
+        endpoint=serving_deployment.endpoint,
+        samples=serving_samples,
+        settings=session.settings.load,
+        results=session.results,
+        marker_options=dict(marker.kwargs) if marker else {},
+        budget_tables=session.budget_tables,
+        baseline=session.baseline,
+        test_id=request.node.nodeid,
+        fresh_server=fresh_server if serving_deployment.container is not None else None,
+    )

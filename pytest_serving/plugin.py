@@ -15,6 +15,9 @@ SUITES = Path(__file__).parent / "suites"
 MARKERS = (
     "serving: a test that needs a running serving target",
     "serving_contract: contract tests (answers checked against labels and the in-process model)",
+    "serving_robustness: robustness tests (corrupt and malformed requests get a clear 4xx; the server survives)",
+    "serving_load(**options): options and budgets for the serving_load fixture (see pytest --fixtures)",
+    "serving_load_suite(mode): built-in load test that runs under --serving-load=MODE",
 )
 
 
@@ -51,9 +54,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "serving_target_name" in metafunc.fixturenames:
         targets = selected_targets(state.settings)
         metafunc.parametrize("serving_target_name", targets, scope="session")
+    if "serving_sweep_scenario" in metafunc.fixturenames:
+        metafunc.parametrize("serving_sweep_scenario", state.settings.load.sweep_scenarios)
     if "serving_sample" in metafunc.fixturenames:
         samples = state.samples()
         metafunc.parametrize("serving_sample", samples, ids=[sample.id for sample in samples])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only the built-in load tests of the selected --serving-load mode."""
+    mode = session.state(config).settings.load.mode
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("serving_load_suite")
+        (drop if marker and marker.args[0] != mode else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 
 import pytest
 
 from .deployment import Deployment
+from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
+from .load.fixture import read_baseline
 from .protocols.base import Prediction
 from .report.results import ResultsStore
 from .samples import Sample, SampleError, default_samples, discover
@@ -58,6 +61,21 @@ class SessionState:
             if cache:
                 cache.set(key, cached)
         return {sample_id: Prediction(tuple(c), tuple(p)) for sample_id, (c, p) in cached.items()}
+
+    @cached_property
+    def budget_tables(self) -> tuple[BudgetTable, ...]:
+        """Per-target load budgets: the ini key ``serving_budgets``, then ``--serving-budgets-file``."""
+        try:
+            tables = [parse_budget_lines(self.config.getini("serving_budgets"))]
+            if self.settings.load.budgets_file:
+                tables.append(load_budget_file(self.settings.load.budgets_file))
+        except BudgetError as error:
+            raise pytest.UsageError(f"pytest-serving budgets: {error}") from None
+        return tuple(tables)
+
+    @cached_property
+    def baseline(self) -> dict | None:
+        return read_baseline(self.settings.load.baseline)
 
     def record_deployment(self, deployment: Deployment) -> None:
         endpoint = deployment.endpoint

@@ -7,6 +7,7 @@ The option table is the single source for ``pytest --help``, the ini keys and th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-model", "model to deploy: efficientnet_lite0 (default) or resnet50", default="efficientnet_lite0"),
     Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
     Option("serving-torchserve-auth", "TorchServe token authorization: on (keys read from the server) or off", default="on"),
+    Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
+    Option("serving-load-workers", "Locust worker processes per phase (0: one local process)", default="0"),
+    Option("serving-sweep-levels", "user counts of a sweep", default="10,20,30,40,50,60,70,80,90,100"),
+    Option("serving-sweep-duration", "measured seconds per sweep level", default="60"),
+    Option("serving-sweep-warmup", "warm-up seconds before each sweep level", default="10"),
+    Option("serving-sweep-scenario", "fresh (new container per level), warm, or both", default="both"),
+    Option("serving-sweep-repeats", "repeats per sweep level (the median is reported)", default="1"),
+    Option("serving-budgets-file", "TOML/JSON file of load budgets per target (overrides ini serving_budgets)"),
+    Option("serving-baseline", "results.json of a previous run: fail on p95/throughput regressions against it"),
+    Option("serving-max-regression", "percent of p95 or throughput regression tolerated against the baseline", default="10"),
+    Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",
         "turn 'Docker or image missing' skips into failures (CI sets this so it always proves the real path)",
@@ -53,6 +65,12 @@ OPTIONS: tuple[Option, ...] = (
 
 def register(parser: pytest.Parser) -> None:
     group = parser.getgroup("serving", "model serving (pytest-serving)")
+    parser.addini(
+        "serving_budgets",
+        "load budgets, one '[target.]field = value' per line (e.g. 'triton.p95_ms = 800')",
+        type="linelist",
+        default=[],
+    )
     for option in OPTIONS:
         help_text = f"{option.help} [env {option.env}, ini {option.dest}]"
         if option.flag:
@@ -117,6 +135,27 @@ def parse_gpus(value: str | None) -> str | None:
     raise pytest.UsageError(f"--serving-gpus: expected 'all' or a positive count, got {value!r}")
 
 
+LOAD_MODES = ("smoke", "sweep", "off")
+SCENARIOS = {"fresh": ("fresh",), "warm": ("warm",), "both": ("fresh", "warm")}
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How the load tests run: mode, Locust workers, sweep shape, budgets and the regression gate."""
+
+    mode: str = "smoke"
+    workers: int = 0
+    sweep_levels: tuple[int, ...] = tuple(range(10, 101, 10))
+    sweep_duration: float = 60.0
+    sweep_warmup: float = 10.0
+    sweep_scenarios: tuple[str, ...] = ("fresh", "warm")
+    sweep_repeats: int = 1
+    budgets_file: Path | None = None
+    baseline: Path | None = None
+    max_regression_pct: float = 10.0
+    allow_remote: bool = False
+
+
 @dataclass(frozen=True)
 class Settings:
     """The parsed options, one object for fixtures and hooks."""
@@ -133,6 +172,7 @@ class Settings:
     model_name: str
     model_repo: Path | None
     strict: bool
+    load: LoadSettings = LoadSettings()
     #: Values of the options named ``serving-<target>-...``, handed to targets as TargetOptions.extra.
     target_extra: dict[str, str] = field(default_factory=dict)
 
@@ -178,4 +218,43 @@ class Settings:
                 if option.name.startswith(tuple(f"serving-{name}-" for name in known_targets))
                 and values[option.dest] is not None
             },
+            load=_load_settings(values, path, number),
         )
+
+
+def _load_settings(
+    values: dict[str, object],
+    path: Callable[[str], Path | None],
+    number: Callable[[str, type], int | float | None],
+) -> LoadSettings:
+    mode = str(values["serving_load"] or "smoke")
+    if mode not in LOAD_MODES:
+        raise pytest.UsageError(f"--serving-load: expected one of {', '.join(LOAD_MODES)}, got {mode!r}")
+    scenario = str(values["serving_sweep_scenario"] or "both")
+    if scenario not in SCENARIOS:
+        raise pytest.UsageError(f"--serving-sweep-scenario: expected fresh, warm or both, got {scenario!r}")
+    try:
+        levels = tuple(int(level) for level in str(values["serving_sweep_levels"]).split(",") if level.strip())
+    except ValueError:
+        raise pytest.UsageError(
+            f"--serving-sweep-levels: not a list of user counts: {values['serving_sweep_levels']!r}"
+        ) from None
+    if not levels or min(levels) < 1:
+        raise pytest.UsageError("--serving-sweep-levels: need at least one positive user count")
+    workers = int(number("serving_load_workers", int) or 0)
+    repeats = int(number("serving_sweep_repeats", int) or 1)
+    if workers < 0 or repeats < 1:
+        raise pytest.UsageError("--serving-load-workers must be >= 0 and --serving-sweep-repeats >= 1")
+    return LoadSettings(
+        mode=mode,
+        workers=workers,
+        sweep_levels=levels,
+        sweep_duration=float(number("serving_sweep_duration", float) or 60.0),
+        sweep_warmup=float(number("serving_sweep_warmup", float) or 0.0),
+        sweep_scenarios=SCENARIOS[scenario],
+        sweep_repeats=repeats,
+        budgets_file=path("serving_budgets_file"),
+        baseline=path("serving_baseline"),
+        max_regression_pct=float(number("serving_max_regression", float) or 10.0),
+        allow_remote=bool(values["serving_allow_remote_load"]),
+    )

@@ -18,6 +18,8 @@ from ..images.recipe import OfflineImage, WheelFiles
 #: What ``GET /v2`` of this build reports: nvidia-pytriton 0.7.0 carries Triton 2.51.0 (r24.10).
 TRITON_SERVER_VERSION = "2.51.0"
 TRITON_HOME = "/opt/tritonserver"
+#: Debian bookworm's Python, which the backend stub is linked against and runs model.py in.
+_PYTHON = "3.11"
 _WHEEL_ROOT = "pytriton/tritonserver/"
 _LINKED = (
     "bin/tritonserver",
@@ -28,12 +30,13 @@ _LINKED = (
 
 TRITON_OFFLINE_IMAGE = OfflineImage(
     tag=f"pytest-serving/triton:{TRITON_SERVER_VERSION}-cpu",
-    # libpython3.11 for the backend stub; the rest is what ldd reports missing from minbase.
-    apt_packages=("libpython3.11",),
+    # The only library ldd finds missing from minbase: the wheel bundles all the others.
+    apt_packages=(f"libpython{_PYTHON}",),
     # Pillow and onnxruntime as in the in-process reference, so both sides decode and infer alike.
     # numpy stays 1.x: this stub's pybind11 reads numpy 2's dtypes wrongly (BYTES inputs arrive
     # as the first byte repeated, and the stub dies).
     wheels=("numpy==1.26.4", "pillow==13.0.0", "onnxruntime==1.31.1"),
+    python_version=_PYTHON,
     wheel_files=(
         WheelFiles(
             requirement="nvidia-pytriton==0.7.0",
@@ -41,7 +44,10 @@ TRITON_OFFLINE_IMAGE = OfflineImage(
                 (_WHEEL_ROOT + "bin/", f"{TRITON_HOME}/bin"),
                 (_WHEEL_ROOT + "backends/", f"{TRITON_HOME}/backends"),
                 (_WHEEL_ROOT + "caches/", f"{TRITON_HOME}/caches"),
-                (_WHEEL_ROOT + "python_backend_stubs/3.11/triton_python_backend_stub", f"{TRITON_HOME}/backends/python"),
+                (
+                    f"{_WHEEL_ROOT}python_backend_stubs/{_PYTHON}/triton_python_backend_stub",
+                    f"{TRITON_HOME}/backends/python",
+                ),
                 ("nvidia_pytriton.libs/", f"{TRITON_HOME}/lib"),
             ),
         ),

@@ -1,0 +1,71 @@
+"""Load engine: Locust in child processes, raw per-request latencies, exact statistics.
+
+``run_phase(base_url, requests, LoadPhase(...))`` runs one phase and returns
+``PhaseStats``; ``run_sweep`` runs phases over load levels; ``check_budget`` and
+``compare_to_baseline`` turn statistics into gate failures; ``check_load_target``
+refuses non-loopback targets unless allowed.
+
+Modules follow Locust's own split: ``users`` is the locustfile (runs only in the
+Locust processes), ``runner`` starts and supervises those processes, ``stats``
+computes figures from the raw samples, ``phase`` describes a phase and its schedule.
+
+Distributed load: ``LoadPhase(workers=N)`` starts Locust's distributed mode on
+127.0.0.1 (``--master --expect-workers N`` plus N ``--worker`` processes). Workers
+on other machines attach the same way Locust's do, by running the same
+locustfile against the master::
+
+    python -m locust -f pytest_serving/load/users.py --worker \\
+        --master-host <master address> --master-port <port> ClosedLoopUser  # or OpenLoopUser
+
+with the master bound to a reachable address (``--master-bind-host``) and
+expecting them (``--expect-workers``). The master forwards ``--serving-plan``
+when the run starts; each worker reads that plan and writes
+``raw-<worker index>.npz`` into the plan's ``out_dir``, so remote workers need
+the plan and that directory at the same paths (a shared file system), and the
+runner merges the raw files of all workers. ``run_phase`` itself starts only
+loopback workers.
+"""
+
+from pytest_serving.load.budgets import (
+    Budget,
+    BudgetContext,
+    BudgetError,
+    check_budget,
+    compare_to_baseline,
+    find_baseline,
+    load_budget_file,
+    parse_budget_lines,
+    resolve_budget,
+)
+from pytest_serving.load.phase import LoadPhase, arrival_offsets
+from pytest_serving.load.runner import LoadError, run_phase
+from pytest_serving.load.safety import UnsafeTargetError, check_load_target, is_loopback_host
+from pytest_serving.load.stats import LatencySummary, PhaseStats, RawSamples, Window
+from pytest_serving.load.sweep import DEFAULT_LEVELS, SweepLevel, SweepResult, run_sweep
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "Budget",
+    "BudgetContext",
+    "BudgetError",
+    "LatencySummary",
+    "LoadError",
+    "LoadPhase",
+    "PhaseStats",
+    "RawSamples",
+    "SweepLevel",
+    "SweepResult",
+    "UnsafeTargetError",
+    "Window",
+    "arrival_offsets",
+    "check_budget",
+    "check_load_target",
+    "compare_to_baseline",
+    "find_baseline",
+    "is_loopback_host",
+    "load_budget_file",
+    "parse_budget_lines",
+    "resolve_budget",
+    "run_phase",
+    "run_sweep",
+]

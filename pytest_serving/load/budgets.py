@@ -1,0 +1,216 @@
+"""Latency/throughput budgets per target, and the regression gate against a previous run.
+
+Budgets come from an ini value (``serving_budgets``, one ``[target.]field = value``
+per line) and/or a TOML or JSON file (top-level fields for every target, a
+table per target). ``resolve_budget`` merges them: first every source's
+all-target fields, then every source's fields for the target, later sources
+overriding earlier ones, so a target's own line always beats a general one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from pytest_serving.load.stats import PhaseStats
+from pytest_serving.load.sweep import SweepLevel
+
+ALL_TARGETS = "*"
+
+
+class BudgetError(ValueError):
+    """A budget definition that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits a load phase must stay within; None means no limit."""
+
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    min_rps: float | None = None
+    max_failure_rate: float | None = None
+
+    def merged(self, override: Budget) -> Budget:
+        """This budget with every limit that ``override`` sets replaced."""
+        return replace(self, **{name: value for name, value in vars(override).items() if value is not None})
+
+
+BUDGET_FIELDS = tuple(field.name for field in fields(Budget))
+LATENCY_FIELDS = {"p50_ms": "p50", "p95_ms": "p95", "p99_ms": "p99", "max_ms": "max", "mean_ms": "mean"}
+
+# A budget table: target name (or ALL_TARGETS) -> its budget.
+BudgetTable = dict[str, Budget]
+
+
+@dataclass(frozen=True)
+class BudgetContext:
+    """What a violation message names besides the figures."""
+
+    target: str
+    image: str = ""
+
+
+def budget_value(name: str, value: object, where: str) -> float:
+    if name not in BUDGET_FIELDS:
+        raise BudgetError(f"{where}: unknown budget {name!r}; known: {', '.join(BUDGET_FIELDS)}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise BudgetError(f"{where}: {name} = {value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BudgetError(f"{where}: {name} = {value!r} must be a finite number >= 0")
+    if name == "max_failure_rate" and value > 1:
+        raise BudgetError(f"{where}: max_failure_rate = {value} is a fraction and must be <= 1")
+    return float(value)
+
+
+def parse_budget_lines(lines: str | Iterable[str]) -> BudgetTable:
+    """Parse ini lines such as ``triton.p95_ms = 800`` (a target's) or ``p95_ms = 1000`` (every target's)."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    values: dict[str, dict[str, float]] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise BudgetError(f"budget line {number} {raw.strip()!r}: expected '[target.]field = value'")
+        target, _, name = key.strip().rpartition(".")
+        where = f"budget line {number}"
+        values.setdefault(target or ALL_TARGETS, {})[name] = budget_value(name, value.strip(), where)
+    return {target: Budget(**limits) for target, limits in values.items()}
+
+
+def budget_table(document: Mapping[str, object], source: str) -> BudgetTable:
+    """A budget table from a parsed TOML/JSON document: top-level fields for all targets, tables per target."""
+    general: dict[str, float] = {}
+    table: BudgetTable = {}
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            limits = {name: budget_value(name, limit, f"{source} [{key}]") for name, limit in value.items()}
+            table[key] = Budget(**limits)
+        else:
+            general[key] = budget_value(key, value, source)
+    if general:
+        table[ALL_TARGETS] = table.get(ALL_TARGETS, Budget()).merged(Budget(**general))
+    return table
+
+
+def load_budget_file(path: str | Path) -> BudgetTable:
+    """Read a ``.toml`` or ``.json`` budgets file."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".json":
+        document = json.loads(text)
+    elif path.suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib
+        document = tomllib.loads(text)
+    else:
+        raise BudgetError(f"{path}: budgets file must end in .toml or .json")
+    if not isinstance(document, Mapping):
+        raise BudgetError(f"{path}: expected a table of budgets")
+    return budget_table(document, str(path))
+
+
+def resolve_budget(target: str, *tables: BudgetTable) -> Budget:
+    """The budget for ``target``: all-target limits first, then the target's own, later tables winning."""
+    budget = Budget()
+    for key in (ALL_TARGETS, target):
+        for table in tables:
+            budget = budget.merged(table.get(key, Budget()))
+    return budget
+
+
+def describe_load(stats: PhaseStats) -> str:
+    configuration = stats.configuration
+    if configuration.get("rate") is not None:
+        return f"rate={configuration['rate']:g}/s {configuration.get('arrival', '')}".rstrip()
+    return f"users={configuration.get('users')}"
+
+
+def check_budget(stats: PhaseStats, budget: Budget, context: BudgetContext) -> list[str]:
+    """One line per limit of ``budget`` that ``stats`` violates; empty when all hold."""
+    image = f" [{context.image}]" if context.image else ""
+    prefix = f"{context.target}{image} at {describe_load(stats)}, n={stats.n}:"
+    violations = []
+    for name, figure in LATENCY_FIELDS.items():
+        limit = getattr(budget, name)
+        if limit is None:
+            continue
+        if stats.latency is None:
+            violations.append(f"{prefix} {figure} unmeasured (no successful request), budget {limit:g} ms")
+        elif (measured := getattr(stats.latency, figure)) > limit:
+            violations.append(f"{prefix} {figure} {measured:.1f} ms exceeds budget {limit:g} ms")
+    if budget.min_rps is not None and stats.rps < budget.min_rps:
+        violations.append(f"{prefix} throughput {stats.rps:.1f} rps below budget {budget.min_rps:g} rps")
+    if budget.max_failure_rate is not None and stats.failure_rate > budget.max_failure_rate:
+        violations.append(
+            f"{prefix} failure rate {stats.failure_rate:.2%} exceeds budget {budget.max_failure_rate:.2%} "
+            f"(statuses {stats.status_counts})"
+        )
+    return violations
+
+
+def find_baseline(baseline: Mapping, target: str, level_key: str) -> dict | None:
+    """The last entry a previous results.json holds for ``target`` at ``level_key``, if any.
+
+    Entries live in ``results["targets"][target]["load"]``: ``PhaseStats.to_dict()``
+    or ``SweepLevel.to_dict()`` dicts, matched on their ``level`` (e.g. ``users=10``).
+    """
+    entries = baseline.get("targets", {}).get(target, {}).get("load", [])
+    matches = [entry for entry in entries if entry.get("level") == level_key]
+    return matches[-1] if matches else None
+
+
+def baseline_p95(entry: Mapping) -> float | None:
+    if "p95_ms" in entry:
+        return entry["p95_ms"]
+    return (entry.get("latency_ms") or {}).get("p95")
+
+
+def compare_to_baseline(
+    stats: PhaseStats | SweepLevel, baseline: Mapping, target: str, level_key: str, max_regression_pct: float
+) -> list[str]:
+    """Regressions beyond ``max_regression_pct``: p95 latency up or throughput down versus the baseline.
+
+    Empty when within limits, and also when the baseline has no entry for this
+    target and level (use ``find_baseline`` to tell the two apart).
+    """
+    previous = find_baseline(baseline, target, level_key)
+    if previous is None:
+        return []
+    prefix = f"{target} at {level_key}, n={stats.n}:"
+    regressions = []
+    previous_p95 = baseline_p95(previous)
+    if previous_p95:
+        if stats.p95_ms is None:
+            regressions.append(f"{prefix} p95 unmeasured (no successful request), baseline {previous_p95:.1f} ms")
+        else:
+            rise = (stats.p95_ms - previous_p95) / previous_p95 * 100.0
+            if rise > max_regression_pct:
+                regressions.append(
+                    f"{prefix} p95 {stats.p95_ms:.1f} ms is {rise:.1f}% above baseline {previous_p95:.1f} ms "
+                    f"(limit {max_regression_pct:g}%)"
+                )
+    previous_rps = previous.get("rps")
+    if previous_rps:
+        fall = (previous_rps - stats.rps) / previous_rps * 100.0
+        if fall > max_regression_pct:
+            regressions.append(
+                f"{prefix} throughput {stats.rps:.1f} rps is {fall:.1f}% below baseline {previous_rps:.1f} rps "
+                f"(limit {max_regression_pct:g}%)"
+            )
+    return regressions

@@ -1,0 +1,201 @@
+"""The ``serving_load`` fixture's machinery: marker options, budgets, baseline gate and results.
+
+A test asks for load through the fixture (a callable) and configures it with
+``@pytest.mark.serving_load(...)``; call keywords override the marker. Budgets set on the
+marker are the test's own; per-target budgets from the ini key ``serving_budgets`` and
+``--serving-budgets-file`` override them, because one budget rarely fits a CPU and a GPU server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..protocols.base import HttpRequest
+from ..report.results import ResultsStore
+from ..samples import Sample
+from ..settings import LoadSettings
+from ..targets.base import Endpoint
+from .budgets import (
+    BUDGET_FIELDS,
+    Budget,
+    BudgetContext,
+    BudgetTable,
+    check_budget,
+    compare_to_baseline,
+    resolve_budget,
+)
+from .phase import LoadPhase
+from .runner import run_phase
+from .stats import PhaseStats
+from .sweep import SweepLevel, SweepResult, run_sweep
+
+PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
+SWEEP_FIELDS = frozenset({"levels", "scenario", "repeats"})
+
+
+def split_options(options: Mapping[str, Any], where: str) -> tuple[dict, Budget, dict]:
+    """Marker or call keywords -> (phase fields, budget, sweep fields); unknown names are an error."""
+    unknown = set(options) - PHASE_FIELDS - set(BUDGET_FIELDS) - SWEEP_FIELDS
+    if unknown:
+        known = sorted(PHASE_FIELDS | set(BUDGET_FIELDS) | SWEEP_FIELDS)
+        raise pytest.UsageError(f"{where}: unknown serving_load option(s) {sorted(unknown)}; known: {known}")
+    phase = {key: value for key, value in options.items() if key in PHASE_FIELDS}
+    budget = Budget(**{key: value for key, value in options.items() if key in BUDGET_FIELDS})
+    sweep = {key: value for key, value in options.items() if key in SWEEP_FIELDS}
+    return phase, budget, sweep
+
+
+def load_requests(endpoint: Endpoint, samples: list[Sample]) -> list[HttpRequest]:
+    """Every sample encoded as the contract tests send it, with the endpoint's headers (tokens)."""
+    return [
+        replace(request, headers={**endpoint.headers, **request.headers})
+        for request in (endpoint.protocol.encode(sample.data) for sample in samples)
+    ]
+
+
+@dataclass
+class ServingLoad:
+    """Runs load phases and sweeps against one target, checks budgets and records every phase."""
+
+    endpoint: Endpoint
+    samples: list[Sample]
+    settings: LoadSettings
+    results: ResultsStore
+    marker_options: Mapping[str, Any]
+    budget_tables: tuple[BudgetTable, ...]
+    baseline: Mapping | None
+    test_id: str
+    #: Boots a fresh server of the same target and yields its base URL (scenario "fresh").
+    fresh_server: Callable[[], AbstractContextManager[str]] | None = None
+
+    def __call__(self, *, check: bool = True, **options: Any) -> PhaseStats:
+        """Run one phase (marker options, overridden by ``options``); fail on violated budgets if ``check``."""
+        phase_options, budget, _ = split_options({**self.marker_options, **options}, self.test_id)
+        phase = self._phase(phase_options)
+        stats = self._run(self.endpoint.base_url, self._requests, phase)
+        self._record(stats.to_dict(), {"kind": "phase"})
+        if check:
+            _fail_on(self._over_budget(stats, self._budget(budget)) + self._regressions(stats))
+        return stats
+
+    def sweep(self, *, check: bool = True, **options: Any) -> SweepResult:
+        """The study's sweep: each level (``levels``) measured ``repeats`` times on a ``scenario``
+        ("warm": one server; "fresh": a new container per measurement); every level is checked."""
+        merged = {**self.marker_options, **options}
+        phase_options, budget, sweep_options = split_options(merged, self.test_id)
+        scenario = sweep_options.get("scenario", "warm")
+        if scenario == "fresh" and self.fresh_server is None:
+            raise pytest.UsageError(f"{self.test_id}: scenario 'fresh' needs a server pytest-serving boots")
+        template = self._phase(phase_options)
+        server = self.fresh_server if scenario == "fresh" else self._current_server
+        result = run_sweep(
+            self._requests,
+            server,
+            levels=sweep_options.get("levels", self.settings.sweep_levels),
+            duration=phase_options.get("duration", self.settings.sweep_duration),
+            warmup=phase_options.get("warmup", self.settings.sweep_warmup),
+            scenario=scenario,
+            repeats=sweep_options.get("repeats", self.settings.sweep_repeats),
+            template=template,
+            started_by_plugin=self.endpoint.started_by_plugin,
+            allow_remote=self.settings.allow_remote,
+            run=self._run_and_record(scenario),
+        )
+        for level in result.levels:
+            self._record(level.to_dict(), {"kind": "sweep-level", "scenario": scenario})
+        if check:
+            budget = self._budget(budget)
+            _fail_on(
+                [
+                    line
+                    for level in result.levels
+                    for repeat in level.repeats
+                    for line in self._over_budget(repeat, budget)
+                ]
+                + [line for level in result.levels for line in self._regressions(level)]
+            )
+        return result
+
+    @property
+    def _requests(self) -> list[HttpRequest]:
+        return load_requests(self.endpoint, self.samples)
+
+    def _phase(self, phase_options: dict) -> LoadPhase:
+        defaults = {"workers": self.settings.workers}
+        if "rate" not in phase_options and "users" not in phase_options:
+            defaults["users"] = 1
+        try:
+            return LoadPhase(**{**defaults, **phase_options})
+        except ValueError as error:
+            raise pytest.UsageError(f"{self.test_id}: serving_load: {error}") from None
+
+    def _run(self, base_url: str, requests: list[HttpRequest], phase: LoadPhase) -> PhaseStats:
+        return run_phase(
+            base_url,
+            requests,
+            phase,
+            started_by_plugin=self.endpoint.started_by_plugin,
+            allow_remote=self.settings.allow_remote,
+        )
+
+    def _run_and_record(self, scenario: str) -> Callable[..., PhaseStats]:
+        def run(base_url: str, requests: list[HttpRequest], phase: LoadPhase, **_: Any) -> PhaseStats:
+            stats = self._run(base_url, requests, phase)
+            self._record(stats.to_dict(), {"kind": "sweep-repeat", "scenario": scenario})
+            return stats
+
+        return run
+
+    @contextmanager
+    def _current_server(self) -> Iterator[str]:
+        yield self.endpoint.base_url
+
+    def _budget(self, marker_budget: Budget) -> Budget:
+        return marker_budget.merged(resolve_budget(self.endpoint.target, *self.budget_tables))
+
+    def _over_budget(self, stats: PhaseStats, budget: Budget) -> list[str]:
+        return check_budget(stats, budget, BudgetContext(self.endpoint.target, self.endpoint.image))
+
+    def _regressions(self, measured: PhaseStats | SweepLevel) -> list[str]:
+        """p95/throughput regressions against --serving-baseline at the same target and level."""
+        if self.baseline is None:
+            return []
+        level_key = measured.level if isinstance(measured, PhaseStats) else measured.level_key
+        return compare_to_baseline(
+            measured, self.baseline, self.endpoint.target, level_key, self.settings.max_regression_pct
+        )
+
+    def _record(self, entry: dict, extra: dict) -> None:
+        self.results.append(
+            ("targets", self.endpoint.target, "load"),
+            {
+                **entry,
+                **extra,
+                "test": self.test_id,
+                "image": self.endpoint.image,
+                "server": self.endpoint.server_version,
+                "model": self.endpoint.model_name,
+            },
+        )
+
+
+def _fail_on(violations: list[str]) -> None:
+    """Fail the test with one line per violated budget or regression."""
+    if violations:
+        pytest.fail("\n".join(violations), pytrace=False)
+
+
+def read_baseline(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise pytest.UsageError(f"--serving-baseline {path}: {error}") from None

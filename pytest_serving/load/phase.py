@@ -1,0 +1,176 @@
+"""What one load phase asks for, and the arrival schedule of an open-loop phase.
+
+Both the pytest process and the Locust processes read these types: the runner
+writes a :class:`RunPlan` to a JSON file, every Locust process reads it back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pytest_serving.protocols.base import HttpRequest
+
+Arrival = Literal["poisson", "constant"]
+ARRIVALS: tuple[Arrival, ...] = ("poisson", "constant")
+
+# Time a Locust process may take to import, connect and shut down, on top of the phase itself.
+STARTUP_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class LoadPhase:
+    """One load phase: closed loop (``users``) or open loop (``rate`` + ``arrival``).
+
+    Closed loop: ``users`` each send their next request when the previous one
+    answered (optionally paced to ``user_rate`` requests/s each, like Locust's
+    ``constant_throughput``); ``spawn_rate`` users start per second (default:
+    all within the first second), so ``warmup`` should cover the ramp.
+    Open loop: sends follow a schedule fixed in advance at ``rate`` requests/s
+    (seeded); latency counts from the scheduled time, sends starting more than
+    ``late_threshold_ms`` behind it are late, and sends that find
+    ``max_in_flight`` requests outstanding (total over all processes) are dropped.
+
+    ``warmup`` seconds are sent but not measured, then ``duration`` seconds are
+    measured. ``workers=0`` runs one Locust process; ``workers=N`` runs Locust's
+    distributed mode with one master and N workers. ``timeout`` bounds every
+    Locust process (default: warmup + duration + request_timeout + a startup margin).
+    Measured sends are cut into ``window``-second windows; the phase is stable
+    when the last ``stability_windows`` windows' p95 and rps all lie within
+    ``stability_tolerance`` of their mean.
+    """
+
+    users: int | None = None
+    rate: float | None = None
+    arrival: Arrival = "poisson"
+    spawn_rate: float | None = None
+    user_rate: float | None = None
+    duration: float = 10.0
+    warmup: float = 2.0
+    workers: int = 0
+    timeout: float | None = None
+    request_timeout: float = 30.0
+    seed: int = 0
+    max_in_flight: int = 256
+    late_threshold_ms: float = 10.0
+    window: float = 1.0
+    stability_windows: int = 3
+    stability_tolerance: float = 0.10
+
+    def __post_init__(self) -> None:
+        if (self.users is None) == (self.rate is None):
+            raise ValueError("a load phase needs exactly one of users (closed loop) or rate (open loop)")
+        if self.users is not None and self.users < max(1, self.workers):
+            raise ValueError(f"users={self.users} must be at least 1 and at least workers={self.workers}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {ARRIVALS}, got {self.arrival!r}")
+        if self.rate is not None and self.max_in_flight < self.process_count:
+            raise ValueError(f"max_in_flight={self.max_in_flight} is below one per process ({self.process_count})")
+        positive = {
+            "duration": self.duration,
+            "request_timeout": self.request_timeout,
+            "window": self.window,
+            "spawn_rate": self.spawn_rate,
+            "user_rate": self.user_rate,
+            "timeout": self.timeout,
+        }
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.warmup < 0 or self.workers < 0 or self.late_threshold_ms < 0 or self.stability_tolerance < 0:
+            raise ValueError("warmup, workers, late_threshold_ms and stability_tolerance must be >= 0")
+        if self.stability_windows < 1:
+            raise ValueError(f"stability_windows must be >= 1, got {self.stability_windows}")
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
+
+    @property
+    def process_count(self) -> int:
+        """Locust processes that send requests (the master sends none)."""
+        return max(1, self.workers)
+
+    @property
+    def level_key(self) -> str:
+        """The load level as a stable key for results and baselines, e.g. ``users=10``."""
+        return f"rate={self.rate:g}" if self.open_loop else f"users={self.users}"
+
+    @property
+    def deadline_s(self) -> float:
+        """Wall-clock limit for each Locust process."""
+        if self.timeout is not None:
+            return self.timeout
+        return self.warmup + self.duration + self.request_timeout + STARTUP_MARGIN_S
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def arrival_offsets(
+    rate: float, arrival: Arrival, span_s: float, seed: int, process_index: int = 0, process_count: int = 1
+) -> np.ndarray:
+    """Send times (seconds from the phase start, ascending, < ``span_s``) of one process's share of ``rate``.
+
+    The processes' shares merge into the whole schedule: Poisson streams of
+    ``rate / process_count`` each superpose to a Poisson stream of ``rate``, and
+    constant streams are phase-shifted so that together they tick every ``1 / rate``.
+    """
+    share = rate / process_count
+    if arrival == "constant":
+        first = process_index / rate
+        count = max(0, math.ceil((span_s - first) * share))
+        return first + np.arange(count) / share
+    if arrival != "poisson":
+        raise ValueError(f"arrival must be one of {ARRIVALS}, got {arrival!r}")
+    rng = np.random.default_rng([seed, process_index])
+    chunk_size = int(span_s * share) + 16
+    chunks = [np.zeros(0)]
+    last = 0.0
+    while last < span_s:
+        chunks.append(last + np.cumsum(rng.exponential(1.0 / share, size=chunk_size)))
+        last = chunks[-1][-1]
+    times = np.concatenate(chunks)
+    return times[times < span_s]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a Locust process needs: the phase, the requests to cycle through, where to write samples."""
+
+    phase: LoadPhase
+    requests: tuple[HttpRequest, ...]
+    out_dir: str
+
+    def write(self, path: str | Path) -> None:
+        document = {
+            "phase": self.phase.to_dict(),
+            "out_dir": self.out_dir,
+            "requests": [
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "headers": request.headers,
+                    "body": base64.b64encode(request.body).decode("ascii"),
+                }
+                for request in self.requests
+            ],
+        }
+        Path(path).write_text(json.dumps(document))
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunPlan:
+        document = json.loads(Path(path).read_text())
+        requests = tuple(
+            HttpRequest(item["method"], item["path"], base64.b64decode(item["body"]), item["headers"])
+            for item in document["requests"]
+        )
+        return cls(LoadPhase(**document["phase"]), requests, document["out_dir"])

@@ -1,0 +1,205 @@
+"""Run a load phase in Locust processes and turn their raw samples into statistics.
+
+Locust runs headless in child processes (``python -m locust -f users.py``), so
+its gevent monkey-patching never touches the pytest process. ``workers=0``
+starts one process; ``workers=N`` starts Locust's own distributed mode on
+127.0.0.1: one ``--master --expect-workers N`` and N ``--worker`` processes,
+each worker writing its raw samples for the runner to merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest_serving
+from pytest_serving.load.phase import LoadPhase, RunPlan
+from pytest_serving.load.safety import check_load_target
+from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
+from pytest_serving.protocols.base import HttpRequest
+
+LOCUSTFILE = Path(__file__).with_name("users.py")
+LOG_EXCERPT_CHARS = 2000
+POLL_INTERVAL_S = 0.05
+TERMINATE_GRACE_S = 3.0
+# Start every process's open-loop user at once (Locust warns above 100 users/s).
+OPEN_LOOP_SPAWN_RATE = 100
+
+
+class LoadError(RuntimeError):
+    """A Locust process failed or ran past its time limit; the message quotes its log."""
+
+
+@dataclass
+class LocustProcess:
+    """One started Locust process and the file its stdout and stderr go to."""
+
+    role: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log_excerpt(self) -> str:
+        """The log's first error (often the cause) and its last lines."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if len(text) <= 2 * LOG_EXCERPT_CHARS:
+            return text
+        errors = [at for at in (text.find("/ERROR/"), text.find("/CRITICAL/")) if at >= 0]
+        if not errors:
+            return text[-2 * LOG_EXCERPT_CHARS :]
+        line_start = text.rfind("\n", 0, min(errors)) + 1
+        return f"{text[line_start : line_start + LOG_EXCERPT_CHARS]}\n[...]\n{text[-LOG_EXCERPT_CHARS:]}"
+
+    def stop(self) -> None:
+        """Terminate the process (and anything it started), killing it if it lingers."""
+        if self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signum)
+
+
+def run_phase(
+    base_url: str,
+    requests: Sequence[HttpRequest],
+    phase: LoadPhase,
+    *,
+    started_by_plugin: bool = False,
+    allow_remote: bool = False,
+    raw_dir: str | os.PathLike | None = None,
+) -> PhaseStats:
+    """Load ``base_url`` with ``requests`` (cycled) as ``phase`` says, and measure it.
+
+    Raw samples (``raw-<i>.npz``) and process logs go to ``raw_dir`` when given,
+    else to a temporary directory that is removed afterwards.
+    """
+    check_load_target(base_url, started_by_plugin=started_by_plugin, allow_remote=allow_remote)
+    base_url = base_url.rstrip("/")
+    if not requests:
+        raise ValueError("a load phase needs at least one request to send")
+    with ExitStack() as stack:
+        if raw_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pytest-serving-load-")))
+        else:
+            work_dir = Path(raw_dir).resolve()
+            work_dir.mkdir(parents=True, exist_ok=True)
+            for stale in [*work_dir.glob("raw-*.npz"), *work_dir.glob("locust-*.log")]:
+                stale.unlink()
+        plan_path = work_dir / "plan.json"
+        RunPlan(phase, tuple(requests), str(work_dir)).write(plan_path)
+        run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s)
+        raw_files = sorted(work_dir.glob("raw-*.npz"))
+        if len(raw_files) != phase.process_count:
+            raise LoadError(
+                f"expected raw samples from {phase.process_count} Locust process(es) in {work_dir}, "
+                f"found {len(raw_files)}"
+            )
+        samples = RawSamples.merge([RawSamples.load(path) for path in raw_files])
+        return summarize(samples, phase, base_url=base_url, request_count=len(requests))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def locust_commands(base_url: str, phase: LoadPhase, plan_path: Path) -> list[tuple[str, list[str]]]:
+    """(role, argv) of every Locust process of the phase, master first."""
+    user_class = "OpenLoopUser" if phase.open_loop else "ClosedLoopUser"
+    # Open loop runs one user per process; it spawns its own greenlets per arrival.
+    users = phase.process_count if phase.open_loop else phase.users
+    if phase.open_loop:
+        spawn_rate = OPEN_LOOP_SPAWN_RATE
+    else:
+        spawn_rate = phase.users if phase.spawn_rate is None else phase.spawn_rate
+    common = [
+        sys.executable, "-m", "locust",
+        "-f", str(LOCUSTFILE),
+        "--serving-plan", str(plan_path),
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+    controller = [
+        "--headless",
+        "--only-summary",
+        "--host", base_url,
+        "--users", str(users),
+        "--spawn-rate", f"{spawn_rate:g}",
+        "--stop-timeout", str(math.ceil(phase.request_timeout)),
+        "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    if phase.workers == 0:
+        return [("local", [*common, *controller, user_class])]
+    port = free_port()
+    master = [
+        *common,
+        *controller,
+        "--master",
+        "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", str(port),
+        "--expect-workers", str(phase.workers),
+        "--expect-workers-max-wait", str(math.ceil(phase.deadline_s)),
+        user_class,
+    ]  # fmt: skip
+    worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
+    return [("master", master)] + [(f"worker-{index}", worker) for index in range(phase.workers)]
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a Locust process: ours, with this package importable even when not installed."""
+    package_root = str(Path(pytest_serving.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_processes(commands: Sequence[tuple[str, list[str]]], work_dir: Path, deadline_s: float) -> None:
+    """Start all processes, wait until all exit; on a failure, timeout or interruption stop them all and raise."""
+    processes: list[LocustProcess] = []
+    try:
+        env = child_environment()
+        for role, argv in commands:
+            log_path = work_dir / f"locust-{role}.log"
+            with open(log_path, "wb") as log:
+                popen = subprocess.Popen(
+                    argv, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            processes.append(LocustProcess(role, popen, log_path))
+        wait_for(processes, time.monotonic() + deadline_s)
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def wait_for(processes: Sequence[LocustProcess], deadline: float) -> None:
+    while True:
+        for process in processes:
+            code = process.popen.poll()
+            if code not in (None, 0):
+                raise LoadError(f"Locust {process.role} exited with code {code}; its log:\n{process.log_excerpt()}")
+        if all(process.popen.poll() == 0 for process in processes):
+            return
+        if time.monotonic() > deadline:
+            running = [process for process in processes if process.popen.poll() is None]
+            raise LoadError(
+                f"Locust {', '.join(process.role for process in running)} still running at its time limit; "
+                f"log of {running[0].role}:\n{running[0].log_excerpt()}"
+            )
+        time.sleep(POLL_INTERVAL_S)

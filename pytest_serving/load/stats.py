@@ -1,0 +1,301 @@
+"""Raw latency samples and the statistics computed from them.
+
+Every Locust process records each measured request itself (float milliseconds
+from ``time.perf_counter``) and saves the samples to a ``.npz`` file when the
+test stops; the runner merges the files of all processes and computes exact
+percentiles, per-window figures and a stability verdict from the raw values,
+instead of Locust's statistics, which round response times to whole
+milliseconds and coarser buckets.
+
+Latency percentiles are over successful (2xx) requests only, so fast error
+answers cannot make a server look quick; failures show in ``failure_rate`` and
+``status_counts``. Percentiles interpolate linearly between ranks (numpy's default).
+
+Two rates are reported: ``offered_rps``, the sends due in the measured window
+per second (n / duration), and ``rps``, the answers that arrived within it per
+second (from requests sent during warmup too). They agree while the server
+keeps up; when it falls behind an open-loop schedule, ``rps`` drops below the
+offered rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pytest_serving.load.phase import LoadPhase
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def is_success(codes: np.ndarray) -> np.ndarray:
+    """Which outcome codes are 2xx HTTP statuses."""
+    return (codes >= 200) & (codes < 300)
+
+
+@dataclass
+class RawSamples:
+    """Measured requests of one or more Locust processes.
+
+    ``offset_s`` is when each measured send was due (scheduled time in open loop,
+    start time in closed loop), in seconds since the measured window opened.
+    ``completed_s`` is when each answer (or failure) that arrived inside the
+    window arrived, whichever phase its request was sent in.
+    ``code`` is the HTTP status, or ``-1 - i`` for a request that got no answer
+    because of ``reasons[i]`` (an exception name such as ``ConnectionRefusedError``).
+    ``cpu_warnings`` counts processes whose CPU went above Locust's 90% warning
+    level: their sends and timings may lag, so the figures understate the server.
+    """
+
+    offset_s: np.ndarray
+    latency_ms: np.ndarray
+    code: np.ndarray
+    completed_s: np.ndarray
+    reasons: list[str] = field(default_factory=list)
+    late_sends: int = 0
+    dropped_sends: int = 0
+    started_at: float = 0.0
+    processes: int = 1
+    cpu_warnings: int = 0
+
+    def save(self, path: str | Path) -> None:
+        meta = {
+            "reasons": self.reasons,
+            "late_sends": self.late_sends,
+            "dropped_sends": self.dropped_sends,
+            "started_at": self.started_at,
+            "processes": self.processes,
+            "cpu_warnings": self.cpu_warnings,
+        }
+        with open(path, "wb") as file:
+            np.savez(
+                file,
+                offset_s=self.offset_s,
+                latency_ms=self.latency_ms,
+                code=self.code,
+                completed_s=self.completed_s,
+                meta=np.array(json.dumps(meta)),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RawSamples:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"][()]))
+            return cls(data["offset_s"], data["latency_ms"], data["code"], data["completed_s"], **meta)
+
+    @classmethod
+    def merge(cls, parts: Sequence[RawSamples]) -> RawSamples:
+        """One sample set from several processes' sets; reason codes are renumbered into one list."""
+        if not parts:
+            raise ValueError("nothing to merge")
+        reasons = sorted({reason for part in parts for reason in part.reasons})
+        codes = []
+        for part in parts:
+            code = part.code.astype(np.int32, copy=True)
+            if part.reasons:
+                renumber = np.array([reasons.index(reason) for reason in part.reasons])
+                failed = code < 0
+                code[failed] = -1 - renumber[-1 - code[failed]]
+            codes.append(code)
+        return cls(
+            offset_s=np.concatenate([part.offset_s for part in parts]),
+            latency_ms=np.concatenate([part.latency_ms for part in parts]),
+            code=np.concatenate(codes),
+            completed_s=np.concatenate([part.completed_s for part in parts]),
+            reasons=reasons,
+            late_sends=sum(part.late_sends for part in parts),
+            dropped_sends=sum(part.dropped_sends for part in parts),
+            started_at=min(part.started_at for part in parts),
+            processes=sum(part.processes for part in parts),
+            cpu_warnings=sum(part.cpu_warnings for part in parts),
+        )
+
+    def status_counts(self) -> dict[str, int]:
+        """Requests per HTTP status (``"200"``) or per reason for no answer (``"TimeoutError"``)."""
+        counts = Counter(self.code.tolist())
+        return {(str(code) if code > 0 else self.reasons[-1 - code]): count for code, count in sorted(counts.items())}
+
+
+class SampleRecorder:
+    """Collects one Locust process's measured requests as they complete (runs inside the Locust process)."""
+
+    def __init__(self) -> None:
+        self._offsets: list[float] = []
+        self._latencies: list[float] = []
+        self._codes: list[int] = []
+        self._completions: list[float] = []
+        self._reasons: dict[str, int] = {}
+        self.late_sends = 0
+        self.dropped_sends = 0
+
+    def record(self, offset_s: float, latency_ms: float, outcome: int | str) -> None:
+        """One measured request; ``outcome`` is its HTTP status or why it got none."""
+        if isinstance(outcome, str):
+            code = -1 - self._reasons.setdefault(outcome, len(self._reasons))
+        else:
+            code = outcome
+        self._offsets.append(offset_s)
+        self._latencies.append(latency_ms)
+        self._codes.append(code)
+
+    def completed(self, offset_s: float) -> None:
+        """An answer or failure arrived ``offset_s`` into the measured window."""
+        self._completions.append(offset_s)
+
+    def samples(self, started_at: float, cpu_warning: bool = False) -> RawSamples:
+        return RawSamples(
+            offset_s=np.array(self._offsets, dtype=np.float64),
+            latency_ms=np.array(self._latencies, dtype=np.float64),
+            code=np.array(self._codes, dtype=np.int32),
+            completed_s=np.array(self._completions, dtype=np.float64),
+            reasons=list(self._reasons),
+            late_sends=self.late_sends,
+            dropped_sends=self.dropped_sends,
+            started_at=started_at,
+            cpu_warnings=int(cpu_warning),
+        )
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency of successful requests, in milliseconds."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    mean: float
+    min: float
+
+    @classmethod
+    def of(cls, latency_ms: np.ndarray) -> LatencySummary | None:
+        """Exact figures of raw latencies; None when there are none."""
+        if latency_ms.size == 0:
+            return None
+        p50, p90, p95, p99 = np.percentile(latency_ms, PERCENTILES).tolist()
+        return cls(p50, p90, p95, p99, float(latency_ms.max()), float(latency_ms.mean()), float(latency_ms.min()))
+
+
+@dataclass(frozen=True)
+class Window:
+    """Requests due within one window of the measured phase, and answers that arrived in it (``rps``)."""
+
+    start_s: float
+    n: int
+    failures: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+def windows_of(samples: RawSamples, duration_s: float, window_s: float) -> tuple[Window, ...]:
+    """Consecutive full ``window_s`` windows of the measured ``duration_s``; a partial tail window is left out."""
+    count = math.floor(duration_s / window_s + 1e-9)
+    index = np.floor(samples.offset_s / window_s).astype(np.int64)
+    completed = np.floor(samples.completed_s / window_s).astype(np.int64)
+    success = is_success(samples.code)
+    windows = []
+    for k in range(count):
+        inside = index == k
+        ok_latencies = samples.latency_ms[inside & success]
+        p50, p95 = np.percentile(ok_latencies, (50, 95)).tolist() if ok_latencies.size else (None, None)
+        answered = int((completed == k).sum())
+        windows.append(
+            Window(k * window_s, int(inside.sum()), int((inside & ~success).sum()), answered / window_s, p50, p95)
+        )
+    return tuple(windows)
+
+
+def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tuple[bool, str]:
+    """Whether the last ``last`` windows agree (p95 and rps each within ``tolerance`` of their mean), and why."""
+    if len(windows) < last:
+        return False, f"unstable: {len(windows)} full windows, {last} needed"
+    tail = windows[-last:]
+    if any(window.p95_ms is None for window in tail):
+        return False, f"unstable: a window among the last {last} has no successful request"
+    findings = []
+    stable = True
+    for name, unit, values in (
+        ("p95", " ms", [window.p95_ms for window in tail]),
+        ("rps", "", [window.rps for window in tail]),
+    ):
+        mean = sum(values) / len(values)
+        spread = max(abs(value - mean) for value in values)
+        agrees = spread <= tolerance * mean
+        stable = stable and agrees
+        findings.append(
+            f"{name} {min(values):.4g}-{max(values):.4g}{unit} {'within' if agrees else 'beyond'} ±{tolerance:.0%}"
+        )
+    verdict = "stable" if stable else "unstable"
+    return stable, f"{verdict} over the last {last} windows: " + ", ".join(findings)
+
+
+@dataclass(frozen=True)
+class PhaseStats:
+    """The outcome of one measured load phase; ``to_dict()`` is its JSON form."""
+
+    level: str
+    configuration: dict
+    n: int
+    failures: int
+    offered_rps: float
+    rps: float
+    failure_rate: float
+    status_counts: dict[str, int]
+    latency: LatencySummary | None
+    late_sends: int
+    dropped_sends: int
+    windows: tuple[Window, ...]
+    stable: bool
+    stability: str
+    started_at: str
+    duration: float
+    processes: int
+    cpu_warnings: int
+
+    @property
+    def p95_ms(self) -> float | None:
+        return self.latency.p95 if self.latency else None
+
+    def to_dict(self) -> dict:
+        document = asdict(self)
+        document["latency_ms"] = document.pop("latency")
+        document["windows"] = list(document["windows"])
+        return document
+
+
+def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) -> PhaseStats:
+    """Statistics of a phase's merged samples; ``configuration`` adds context such as the base URL."""
+    n = int(samples.code.size)
+    success = is_success(samples.code)
+    failures = n - int(success.sum())
+    windows = windows_of(samples, phase.duration, phase.window)
+    stable, stability = stability_of(windows, phase.stability_windows, phase.stability_tolerance)
+    return PhaseStats(
+        level=phase.level_key,
+        configuration={**phase.to_dict(), **configuration},
+        n=n,
+        failures=failures,
+        offered_rps=n / phase.duration,
+        rps=samples.completed_s.size / phase.duration,
+        failure_rate=failures / n if n else 0.0,
+        status_counts=samples.status_counts(),
+        latency=LatencySummary.of(samples.latency_ms[success]),
+        late_sends=samples.late_sends,
+        dropped_sends=samples.dropped_sends,
+        windows=windows,
+        stable=stable,
+        stability=stability,
+        started_at=datetime.fromtimestamp(samples.started_at, timezone.utc).isoformat(),
+        duration=phase.duration,
+        processes=samples.processes,
+        cpu_warnings=samples.cpu_warnings,
+    )

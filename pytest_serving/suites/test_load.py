@@ -1,0 +1,21 @@
+"""Load: the built-in smoke level per target, and the study's sweeps under --serving-load=sweep."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.serving]
+
+
+@pytest.mark.serving_load_suite("smoke")
+@pytest.mark.serving_load(users=4, duration=10, warmup=3, max_failure_rate=0.0, p95_ms=10_000)
+def test_smoke(serving_load):
+    stats = serving_load()
+    assert stats.n > 0, "the smoke phase measured no request"
+
+
+@pytest.mark.serving_load_suite("sweep")
+def test_sweep(serving_load, serving_sweep_scenario):
+    result = serving_load.sweep(scenario=serving_sweep_scenario)
+    unmeasured = [level.level_key for level in result.levels if level.n == 0]
+    assert not unmeasured, f"levels without a single measured request: {unmeasured}"

@@ -1,0 +1,128 @@
+"""The load engine against a real loopback HTTP server, with real Locust processes (about 30 s in all)."""
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from pytest_serving.load.phase import LoadPhase
+from pytest_serving.load.runner import LoadError, free_port, locust_commands, run_phase, run_processes
+from pytest_serving.load.safety import UnsafeTargetError
+from pytest_serving.load.stats import RawSamples
+from pytest_serving.protocols.base import HttpRequest
+
+DELAY_S = 0.02
+OK = HttpRequest("POST", "/ok", b"\xff\xd8payload", {"Content-Type": "application/octet-stream"})
+FAIL = HttpRequest("GET", "/fail")
+SLOW = HttpRequest("GET", "/slow")
+
+
+class DelayingHandler(BaseHTTPRequestHandler):
+    """Answers after DELAY_S: 200 on /ok, 503 on /fail; /slow takes a second."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    received = 0
+
+    def do_GET(self):
+        type(self).received += 1
+        time.sleep(1.0 if self.path == "/slow" else DELAY_S)
+        body = b"{}"
+        self.send_response(503 if self.path == "/fail" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that timed out and hung up is part of the test, not a server error."""
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    server = QuietServer(("127.0.0.1", 0), DelayingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_closed_loop_measures_latency_and_status_counts(server_url):
+    received_before = DelayingHandler.received
+    stats = run_phase(server_url, [OK, FAIL], LoadPhase(users=3, duration=2.0, warmup=0.5))
+    assert stats.n > 0
+    assert stats.latency.min >= DELAY_S * 1000
+    assert set(stats.status_counts) == {"200", "503"}
+    assert abs(stats.status_counts["200"] - stats.status_counts["503"]) <= 3  # every user alternates
+    assert stats.failures == stats.status_counts["503"]
+    assert DelayingHandler.received - received_before >= stats.n  # warmup requests were sent too
+    assert len(stats.windows) == 2
+    assert stats.offered_rps == stats.n / 2.0
+    assert stats.rps == pytest.approx(stats.offered_rps, rel=0.1)
+
+
+def test_open_loop_constant_rate_is_kept(server_url):
+    stats = run_phase(server_url, [OK], LoadPhase(rate=40.0, arrival="constant", duration=2.0, warmup=0.5))
+    assert stats.n == pytest.approx(80, abs=2)
+    assert stats.offered_rps == pytest.approx(40.0, rel=0.05)
+    assert stats.rps == pytest.approx(40.0, rel=0.05)
+    assert stats.dropped_sends == 0
+    assert stats.status_counts == {"200": stats.n}
+    assert stats.latency.min >= DELAY_S * 1000
+
+
+def test_two_workers_merge_their_raw_files(server_url, tmp_path):
+    stats = run_phase(server_url, [OK], LoadPhase(users=4, workers=2, duration=2.0, warmup=0.5), raw_dir=tmp_path)
+    per_worker = [RawSamples.load(tmp_path / f"raw-{index}.npz").code.size for index in range(2)]
+    assert all(count > 0 for count in per_worker)
+    assert stats.n == sum(per_worker)
+    assert stats.processes == 2
+    assert stats.latency.min >= DELAY_S * 1000
+
+
+def test_unanswered_requests_fail_with_a_reason():
+    stats = run_phase(f"http://127.0.0.1:{free_port()}", [OK], LoadPhase(users=1, duration=1.0, warmup=0.2))
+    assert stats.n > 0
+    assert stats.failure_rate == 1.0
+    assert stats.status_counts == {"ConnectionRefusedError": stats.n}
+    assert stats.latency is None
+
+
+def test_timed_out_requests_fail_with_a_reason(server_url):
+    phase = LoadPhase(rate=5.0, arrival="constant", duration=1.0, warmup=0.0, request_timeout=0.2)
+    stats = run_phase(server_url, [SLOW], phase)
+    assert stats.n == 5
+    (reason,) = stats.status_counts
+    assert "timeout" in reason.lower()
+    assert np.isclose(stats.failure_rate, 1.0)
+
+
+def test_a_phase_past_its_time_limit_is_stopped_and_reported(server_url):
+    started = time.monotonic()
+    with pytest.raises(LoadError, match="still running at its time limit"):
+        run_phase(server_url, [OK], LoadPhase(users=1, duration=30.0, warmup=0.0, timeout=3.0))
+    assert time.monotonic() - started < 10
+
+
+def test_remote_targets_are_refused_before_any_load():
+    with pytest.raises(UnsafeTargetError):
+        run_phase("http://192.0.2.1:8000", [OK], LoadPhase(users=1))
+
+
+def test_a_failing_locust_process_is_reported_with_its_log(tmp_path):
+    commands = locust_commands("http://127.0.0.1:9", LoadPhase(users=1, duration=1.0), tmp_path / "missing-plan.json")
+    with pytest.raises(LoadError, match=r"(?s)Locust local exited with code 3.*cannot read its run plan"):
+        run_processes(commands, tmp_path, deadline_s=60.0)

@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+
+from pytest_serving.load.budgets import (
+    ALL_TARGETS,
+    Budget,
+    BudgetContext,
+    BudgetError,
+    check_budget,
+    compare_to_baseline,
+    find_baseline,
+    load_budget_file,
+    parse_budget_lines,
+    resolve_budget,
+)
+from pytest_serving.load.phase import LoadPhase
+from pytest_serving.load.stats import RawSamples, summarize
+
+CONTEXT = BudgetContext(target="triton", image="pytest-serving/triton:test")
+
+
+def phase_stats(latency_ms, phase=None, code=None):
+    phase = phase or LoadPhase(users=10, duration=1.0)
+    latency_ms = np.asarray(latency_ms, dtype=np.float64)
+    codes = np.full(latency_ms.size, 200, dtype=np.int32) if code is None else np.asarray(code, dtype=np.int32)
+    offsets = np.linspace(0, 0.9, latency_ms.size)
+    raw = RawSamples(offsets, latency_ms, codes, completed_s=offsets)
+    return summarize(raw, phase)
+
+
+def test_ini_lines_give_general_and_per_target_budgets():
+    table = parse_budget_lines(
+        """
+        # general limits
+        p95_ms = 1000
+        max_failure_rate = 0.01
+        triton.p95_ms = 800   # Triton is faster
+        torchserve.min_rps=25
+        """
+    )
+    assert table[ALL_TARGETS] == Budget(p95_ms=1000.0, max_failure_rate=0.01)
+    assert table["triton"] == Budget(p95_ms=800.0)
+    assert table["torchserve"] == Budget(min_rps=25.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("triton.p95 = 800", "unknown budget 'p95'"),
+        ("triton.p95_ms = fast", "not a number"),
+        ("triton.p95_ms 800", "expected '[target.]field = value'"),
+        ("max_failure_rate = 5", "must be <= 1"),
+        ("p99_ms = -1", ">= 0"),
+    ],
+)
+def test_bad_ini_lines_say_what_is_wrong(line, message):
+    with pytest.raises(BudgetError, match="line 2") as error:
+        parse_budget_lines(["p50_ms = 100", line])
+    assert message in str(error.value)
+
+
+def test_budget_files_in_toml_and_json(tmp_path):
+    toml_file = tmp_path / "budgets.toml"
+    toml_file.write_text("p99_ms = 2000\n\n[triton]\np95_ms = 700\nmin_rps = 40\n")
+    json_file = tmp_path / "budgets.json"
+    json_file.write_text(json.dumps({"max_ms": 5000, "kserve": {"p50_ms": 90}}))
+    assert load_budget_file(toml_file) == {
+        ALL_TARGETS: Budget(p99_ms=2000.0),
+        "triton": Budget(p95_ms=700.0, min_rps=40.0),
+    }
+    assert load_budget_file(json_file) == {ALL_TARGETS: Budget(max_ms=5000.0), "kserve": Budget(p50_ms=90.0)}
+
+
+def test_budget_file_with_unknown_field_is_refused(tmp_path):
+    path = tmp_path / "budgets.json"
+    path.write_text(json.dumps({"triton": {"p95": 1}}))
+    with pytest.raises(BudgetError, match=r"\[triton\]: unknown budget 'p95'"):
+        load_budget_file(path)
+
+
+def test_target_limits_beat_general_ones_and_later_sources_win():
+    ini = parse_budget_lines(["p95_ms = 1000", "p50_ms = 300", "triton.p95_ms = 800", "triton.min_rps = 20"])
+    file = {ALL_TARGETS: Budget(p95_ms=900.0, max_ms=3000.0), "triton": Budget(min_rps=30.0)}
+    assert resolve_budget("triton", ini, file) == Budget(p50_ms=300.0, p95_ms=800.0, max_ms=3000.0, min_rps=30.0)
+    assert resolve_budget("kserve", ini, file) == Budget(p50_ms=300.0, p95_ms=900.0, max_ms=3000.0)
+    assert resolve_budget("kserve") == Budget()
+
+
+def test_every_violated_budget_gets_one_line_with_its_context():
+    stats = phase_stats(np.linspace(100.0, 1000.0, 100))
+    violations = check_budget(stats, Budget(p50_ms=1000.0, p95_ms=800.0, max_ms=900.0, min_rps=200.0), CONTEXT)
+    assert len(violations) == 3
+    p95_line = next(line for line in violations if " p95 " in line)
+    assert p95_line == (
+        f"triton [pytest-serving/triton:test] at users=10, n=100: p95 {stats.latency.p95:.1f} ms exceeds budget 800 ms"
+    )
+    assert any("max 1000.0 ms exceeds budget 900 ms" in line for line in violations)
+    assert any("throughput 100.0 rps below budget 200 rps" in line for line in violations)
+
+
+def test_budgets_within_limits_give_no_lines():
+    stats = phase_stats([10.0, 20.0, 30.0])
+    assert check_budget(stats, Budget(p99_ms=31.0, max_failure_rate=0.0, min_rps=3.0), CONTEXT) == []
+
+
+def test_failure_rate_and_open_loop_context_in_the_message():
+    stats = phase_stats([10.0] * 4, LoadPhase(rate=4.0, arrival="constant", duration=1.0), code=[200, 200, 200, 503])
+    (line,) = check_budget(stats, Budget(max_failure_rate=0.1), CONTEXT)
+    assert "at rate=4/s constant, n=4: failure rate 25.00% exceeds budget 10.00%" in line
+    assert "'503': 1" in line
+
+
+def test_latency_budget_fails_when_nothing_succeeded():
+    stats = phase_stats([10.0, 10.0], code=[500, 500])
+    (line,) = check_budget(stats, Budget(p95_ms=100.0), CONTEXT)
+    assert "p95 unmeasured (no successful request), budget 100 ms" in line
+
+
+def baseline_with(p95_ms, rps, level="users=10"):
+    entry = phase_stats([1.0]).to_dict() | {"level": level, "rps": rps}
+    entry["latency_ms"]["p95"] = p95_ms
+    return {"targets": {"triton": {"load": [entry]}}}
+
+
+def test_p95_rise_beyond_the_limit_is_a_regression():
+    stats = phase_stats([100.0] * 10)  # p95 100 ms, 10 rps
+    (line,) = compare_to_baseline(stats, baseline_with(80.0, 10.0), "triton", "users=10", 20.0)
+    assert line == "triton at users=10, n=10: p95 100.0 ms is 25.0% above baseline 80.0 ms (limit 20%)"
+    assert compare_to_baseline(stats, baseline_with(85.0, 10.0), "triton", "users=10", 20.0) == []
+
+
+def test_throughput_fall_beyond_the_limit_is_a_regression():
+    stats = phase_stats([100.0] * 10)
+    (line,) = compare_to_baseline(stats, baseline_with(100.0, 20.0), "triton", "users=10", 20.0)
+    assert "throughput 10.0 rps is 50.0% below baseline 20.0 rps (limit 20%)" in line
+
+
+def test_other_levels_and_targets_are_not_compared():
+    stats = phase_stats([100.0] * 10)
+    baseline = baseline_with(10.0, 100.0, level="users=20")
+    assert find_baseline(baseline, "triton", "users=10") is None
+    assert compare_to_baseline(stats, baseline, "triton", "users=10", 5.0) == []
+    assert compare_to_baseline(stats, baseline, "kserve", "users=20", 5.0) == []
+    assert len(compare_to_baseline(stats, baseline, "triton", "users=20", 5.0)) == 2

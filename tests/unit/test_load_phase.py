@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from pytest_serving.load.phase import LoadPhase, RunPlan, arrival_offsets
+from pytest_serving.protocols.base import HttpRequest
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"users": 4, "rate": 10.0},
+        {"users": 0},
+        {"users": 2, "workers": 3},
+        {"rate": 0.0},
+        {"rate": 10.0, "arrival": "bursty"},
+        {"users": 1, "duration": 0},
+        {"users": 1, "warmup": -1},
+        {"rate": 10.0, "workers": 4, "max_in_flight": 2},
+    ],
+)
+def test_invalid_phases_are_refused(options):
+    with pytest.raises(ValueError):
+        LoadPhase(**options)
+
+
+def test_level_key_names_the_load():
+    assert LoadPhase(users=10).level_key == "users=10"
+    assert LoadPhase(rate=12.5).level_key == "rate=12.5"
+
+
+def test_default_deadline_covers_the_phase_and_a_slow_request():
+    phase = LoadPhase(users=1, warmup=2, duration=10, request_timeout=30)
+    assert phase.deadline_s > 42
+    assert LoadPhase(users=1, timeout=5).deadline_s == 5
+
+
+def test_constant_arrivals_tick_at_the_rate():
+    offsets = arrival_offsets(50.0, "constant", span_s=2.0, seed=0)
+    assert offsets.size == 100
+    assert np.allclose(np.diff(offsets), 0.02)
+    assert offsets[-1] < 2.0
+
+
+def test_constant_shares_of_processes_interleave_into_the_whole_schedule():
+    whole = arrival_offsets(30.0, "constant", span_s=3.0, seed=0)
+    shares = [arrival_offsets(30.0, "constant", 3.0, 0, process_index=i, process_count=3) for i in range(3)]
+    assert np.allclose(np.sort(np.concatenate(shares)), whole)
+
+
+def test_poisson_arrivals_are_seeded_and_average_the_rate():
+    offsets = arrival_offsets(200.0, "poisson", span_s=100.0, seed=1)
+    assert np.array_equal(offsets, arrival_offsets(200.0, "poisson", span_s=100.0, seed=1))
+    assert not np.array_equal(offsets[:50], arrival_offsets(200.0, "poisson", span_s=100.0, seed=2)[:50])
+    assert offsets.size == pytest.approx(20_000, rel=0.03)
+    assert np.all(np.diff(offsets) > 0) and offsets[-1] < 100.0
+    gaps = np.diff(offsets)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)  # exponential gaps
+
+
+def test_poisson_shares_differ_between_processes():
+    first = arrival_offsets(100.0, "poisson", 10.0, seed=3, process_index=0, process_count=2)
+    second = arrival_offsets(100.0, "poisson", 10.0, seed=3, process_index=1, process_count=2)
+    assert first.size == pytest.approx(500, rel=0.15)
+    assert not np.array_equal(first[:20], second[:20])
+
+
+def test_run_plan_round_trips_binary_bodies(tmp_path):
+    requests = (
+        HttpRequest("POST", "/v2/models/m/infer", bytes(range(256)), {"Content-Type": "application/octet-stream"}),
+        HttpRequest("GET", "/v2/health/ready"),
+    )
+    plan = RunPlan(LoadPhase(rate=5.0, arrival="constant", workers=2), requests, str(tmp_path))
+    plan.write(tmp_path / "plan.json")
+    assert RunPlan.read(tmp_path / "plan.json") == plan
