@@ -102,6 +102,15 @@ class ServingTarget(ABC):
         """The server's own report of its version, recorded with every figure."""
         return "unknown"
 
+    def health(self, endpoint: Endpoint, session: requests.Session) -> dict[str, object]:
+        """What must not change while the server takes bad requests; ``ready`` must stay True.
+
+        The robustness suite compares a snapshot taken before its cases with one after each case.
+        Targets add what their APIs expose beyond readiness (worker ids and pids, model states),
+        so that a crashed and silently restarted worker shows as a change; never counters.
+        """
+        return {"ready": self.is_ready(endpoint, session)}
+
 
 def probe(
     session: requests.Session, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None

@@ -11,7 +11,7 @@ import pytest
 from pytest_serving.images import builder
 from pytest_serving.images.builder import ImageBuildError, cache_root, debian_mirror, extract_wheel_files
 from pytest_serving.images.recipe import BASE_IMAGE, OfflineImage, WheelFiles, install_spec, render_dockerfile
-from pytest_serving.targets.triton_image import TRITON_OFFLINE_IMAGE
+from pytest_serving.targets.triton import TRITON_OFFLINE_IMAGE
 
 
 def _lines(dockerfile: str) -> list[str]:
