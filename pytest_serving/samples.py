@@ -103,6 +103,7 @@ DEFAULT_PHOTOS: dict[str, tuple[int, ...]] = {
     "rocket.jpg": (657, 744, 812),  # missile, projectile, space shuttle
     "motorcycle_left.png": (665, 670),  # moped, motor scooter
     "motorcycle_right.png": (665, 670),
+    "camera.png": (872, 759, 732),  # tripod, reflex camera, Polaroid camera (a greyscale photo)
 }
 
 

@@ -15,9 +15,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import torch
 
-from pytest_serving.model.registry import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, get_model
+from pytest_serving.model.registry import DEFAULT_MODEL, ModelSpec, get_model
 
 ONNX_OPSET = 17
 # Bump when this module changes what it writes, so existing exports are rebuilt.
@@ -55,7 +56,11 @@ def stamp_path(dest: Path) -> Path:
 
 
 def _export(
-    dest: Path, model_name: str, weights: Path | None, kind: str, write: Callable[[torch.nn.Module, Path], None]
+    dest: Path,
+    model_name: str,
+    weights: Path | None,
+    kind: str,
+    write: Callable[[ModelSpec, torch.nn.Module, Path], None],
 ) -> Path:
     spec = get_model(model_name)
     dest = Path(dest)
@@ -72,40 +77,38 @@ def _export(
     if dest.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
         return dest
     module = spec.load(weights).module
-    _write_atomically(dest, lambda path: write(module, path))
+    _write_atomically(dest, lambda path: write(spec, module, path))
     _write_atomically(stamp_file, lambda path: path.write_text(stamp))
     return dest
 
 
-def _example_input() -> torch.Tensor:
-    return torch.zeros((EXAMPLE_BATCH, *INPUT_SHAPE), dtype=torch.float32)
+def _example_input(spec: ModelSpec) -> torch.Tensor:
+    return torch.zeros((EXAMPLE_BATCH, *spec.input_shape), dtype=torch.float32)
 
 
-def _write_onnx(module: torch.nn.Module, path: Path) -> None:
-    import onnx
-
+def _write_onnx(spec: ModelSpec, module: torch.nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated; the dynamo one would need onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             module,
-            (_example_input(),),
+            (_example_input(spec),),
             str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=[spec.input_name],
+            output_names=[spec.output_name],
+            dynamic_axes={spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}},
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
     onnx.checker.check_model(str(path))
 
 
-def _write_torchscript(module: torch.nn.Module, path: Path) -> None:
+def _write_torchscript(spec: ModelSpec, module: torch.nn.Module, path: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         # TorchServe still loads TorchScript; torch marks tracing deprecated in favour of torch.export.
         warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(module, _example_input())
+        traced = torch.jit.trace(module, _example_input(spec))
         torch.jit.save(traced, str(path))
 
 

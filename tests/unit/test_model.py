@@ -54,7 +54,7 @@ def torchvision_resnet50_keys() -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """These tests share two cores with other processes: spinning OpenMP threads make torch 5x slower."""
+    """These tests share two cores with other processes: spinning OpenMP threads make torch several times slower."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -302,7 +302,7 @@ def test_exports_are_readable_by_other_users(exports: Path) -> None:
 def test_export_is_skipped_while_its_stamp_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[Path] = []
 
-    def record(module: torch.nn.Module, path: Path) -> None:
+    def record(spec: registry.ModelSpec, module: torch.nn.Module, path: Path) -> None:
         writes.append(path)
         path.write_bytes(b"exported")
 
@@ -321,7 +321,7 @@ def test_export_is_skipped_while_its_stamp_matches(tmp_path: Path, monkeypatch: 
 
 
 def test_failed_export_leaves_neither_file_nor_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(module: torch.nn.Module, path: Path) -> None:
+    def fail(spec: registry.ModelSpec, module: torch.nn.Module, path: Path) -> None:
         path.write_bytes(b"half a model")
         raise RuntimeError("exporter crashed")
 
