@@ -22,7 +22,15 @@ EMBEDDED_MODEL_REPO = Path(__file__).resolve().parent.parent / "model_repo"
 
 
 class Unavailable(Exception):
-    """The target cannot run on this machine; the message says why and how to fix it."""
+    """The target cannot run on this machine; the message says why and how to fix it.
+
+    ``provable`` is False only when nothing on this machine could make the target run (no
+    offline recipe and no registry): --serving-strict then still skips instead of failing.
+    """
+
+    def __init__(self, reason: str, provable: bool = True) -> None:
+        super().__init__(reason)
+        self.provable = provable
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
         raise Unavailable(problem)
     choice = choose_image(target_class, settings.gpus, settings.images.get(name))
     if choice.reference is None:
-        raise Unavailable(choice.problem)
+        raise Unavailable(choice.problem, provable=target_class.offline_image is not None or name in settings.images)
     target = target_class(options, image_origin=choice.origin)
     folder = options.model_repo / target.model_repo_folder
     if not folder.is_dir():

@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 from . import fixtures, session
+from .containers.cleanup import remove_labelled
+from .containers.labels import SESSION_ID
+from .report.html import render_report
+from .report.summary import junit_properties, session_conditions, terminal_tables
+from .session import state as serving_state
 from .settings import Settings, register
 from .targets import TARGETS
 
@@ -25,7 +30,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     register(parser)
 
 
+#: Sessions configured in this process; above one, pytester is running a session inside a test.
+_configured_sessions = 0
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _configured_sessions
+    _configured_sessions += 1
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
     settings = Settings.from_config(config, list(TARGETS))
@@ -34,6 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if selected_targets(settings) and str(SUITES) not in config.args:
         # The built-in suites ship inside the package and run whenever targets are selected.
         config.args.append(str(SUITES))
+    if getattr(config.option, "dist", "no") == "load" and selected_targets(settings):
+        # Under pytest-xdist each target's tests go to one worker, so each server boots once.
+        config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("serving_loadgroup"):
+        # Workers re-parse the command line, which does not say loadgroup; the controller told them.
+        config.option.loadgroup = True
 
 
 def selected_targets(settings: Settings) -> list[str]:
@@ -61,24 +78,80 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("serving_sample", samples, ids=[sample.id for sample in samples])
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist: tell each worker that tests are grouped by target."""
+    node.workerinput["serving_loadgroup"] = node.config.option.dist == "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep only the built-in load tests of the selected --serving-load mode."""
+    """Keep only the built-in load tests of the selected --serving-load mode; group tests by target."""
     mode = session.state(config).settings.load.mode
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("serving_load_suite")
         (drop if marker and marker.args[0] != mode else keep).append(item)
+        target = getattr(item, "callspec", None) and item.callspec.params.get("serving_target_name")
+        if target:
+            item.add_marker(pytest.mark.xdist_group(f"serving-{target}"))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The outermost controlling session removes whatever any process of it left (xdist workers included)."""
+    global _configured_sessions
+    _configured_sessions -= 1
+    if _configured_sessions == 0 and not hasattr(config, "workerinput"):
+        remove_labelled(SESSION_ID)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """Put the figures a test measured into its user properties, which --junitxml writes as properties:
+    load levels for tests that ran ``serving_load``, correctness for contract tests that record it."""
+    if call.when != "call":
+        return
+    fixture_names = getattr(item, "fixturenames", ())
+    contract = item.get_closest_marker("serving_contract") is not None and "serving_results" in fixture_names
+    if "serving_load" not in fixture_names and not contract:
+        return
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("serving_target_name") if callspec and contract else None
+    results = serving_state(item.config).results.read()
+    item.user_properties.extend(junit_properties(results, item.nodeid, target))
+
+
+#: The line the terminal summary prints about report.html: where it is, or why it is missing.
+_REPORT_LINE = pytest.StashKey[str]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With --serving-report, record the session's conditions and write report.html (in the controller)."""
+    config = session.config
+    state = serving_state(config)
+    directory = state.settings.report_dir
+    if directory is None or hasattr(config, "workerinput") or not selected_targets(state.settings):
+        return
+    try:
+        state.results.set(("session",), session_conditions(state.settings))
+        config.stash[_REPORT_LINE] = f"report: {render_report(state.results.read(), directory)}"
+    except Exception as error:  # noqa: BLE001 - a broken report must not hide the results measured before it
+        config.stash[_REPORT_LINE] = f"report.html NOT written: {type(error).__name__}: {error}"
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    state = session.state(terminalreporter.config)
-    if not state.outcomes:
+    """Per target: ran or skipped, then correctness, robustness and load tables; then the report's path."""
+    config = terminalreporter.config
+    state = serving_state(config)
+    lines = terminal_tables(state.results.read(), state.outcomes)
+    if not lines:
         return
     terminalreporter.section("pytest-serving targets")
-    for name, (outcome, detail) in sorted(state.outcomes.items()):
-        terminalreporter.line(f"{name}: {outcome}: {detail}")
+    for line in lines:
+        terminalreporter.line(line)
     if state.results.path:
         terminalreporter.line(f"results: {state.results.path}")
+    if _REPORT_LINE in config.stash:
+        terminalreporter.line(config.stash[_REPORT_LINE])

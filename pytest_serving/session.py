@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from functools import cached_property
 
@@ -51,16 +52,23 @@ class SessionState:
             digest.update(hashlib.sha256(sample.data).digest())
         key = f"pytest-serving/reference/{self.settings.model_name}/{digest.hexdigest()[:24]}"
         cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
-        cached = cache.get(key, None) if cache else None
-        if cached is None:
-            from .model.reference import ReferenceClassifier
-
-            classifier = ReferenceClassifier(self.settings.model_name)
-            predictions = classifier.predict_many([sample.data for sample in samples])
-            cached = {s.id: [list(p.classes), list(p.probabilities)] for s, p in zip(samples, predictions)}
-            if cache:
-                cache.set(key, cached)
+        if cache is None:
+            cached = self._predict(samples)
+        else:
+            # xdist workers share the cache: the first computes while the others wait for its answer.
+            with open(cache.mkdir("pytest-serving") / "reference.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                cached = cache.get(key, None)
+                if cached is None:
+                    cached = self._predict(samples)
+                    cache.set(key, cached)
         return {sample_id: Prediction(tuple(c), tuple(p)) for sample_id, (c, p) in cached.items()}
+
+    def _predict(self, samples: list[Sample]) -> dict[str, list[list]]:
+        from .model.reference import ReferenceClassifier
+
+        predictions = ReferenceClassifier(self.settings.model_name).predict_many([s.data for s in samples])
+        return {s.id: [list(p.classes), list(p.probabilities)] for s, p in zip(samples, predictions)}
 
     @cached_property
     def budget_tables(self) -> tuple[BudgetTable, ...]:

@@ -8,6 +8,7 @@ Python object was lost (a crashed fixture, a second signal during teardown).
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -16,22 +17,25 @@ from types import FrameType
 import docker
 
 from .. import PROJECT_LABEL
-from .labels import PROJECT, SESSION_LABEL, SESSION_ID
+from .labels import PID_LABEL, PROJECT, SESSION_ID, SESSION_LABEL
 
 _lock = threading.Lock()
 _installed = False
 
 
-def remove_labelled(session_id: str | None = SESSION_ID) -> list[str]:
-    """Force-remove containers of one session (or of every session with ``None``); names removed."""
-    label = f"{SESSION_LABEL}={session_id}" if session_id else f"{PROJECT_LABEL}={PROJECT}"
+def remove_labelled(session_id: str | None = SESSION_ID, pid: int | None = None) -> list[str]:
+    """Force-remove containers of one session (every session with ``None``), only those started by
+    process ``pid`` if given (an xdist worker must not remove its siblings' servers); names removed."""
+    labels = [f"{SESSION_LABEL}={session_id}" if session_id else f"{PROJECT_LABEL}={PROJECT}"]
+    if pid is not None:
+        labels.append(f"{PID_LABEL}={pid}")
     try:
         client = docker.from_env()
     except docker.errors.DockerException:
         return []
     removed = []
     with _lock:
-        for container in client.containers.list(all=True, filters={"label": label}):
+        for container in client.containers.list(all=True, filters={"label": labels}):
             try:
                 container.remove(force=True, v=True)
                 removed.append(container.name)
@@ -41,13 +45,18 @@ def remove_labelled(session_id: str | None = SESSION_ID) -> list[str]:
     return removed
 
 
+def remove_own() -> list[str]:
+    """Remove the containers this process started in this session."""
+    return remove_labelled(SESSION_ID, pid=os.getpid())
+
+
 def install_handlers() -> None:
-    """Sweep this session's containers at exit and on SIGTERM/SIGHUP (SIGINT unwinds through pytest)."""
+    """Sweep this process's containers at exit and on SIGTERM/SIGHUP (SIGINT unwinds through pytest)."""
     global _installed
     if _installed:
         return
     _installed = True
-    atexit.register(remove_labelled)
+    atexit.register(remove_own)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         previous = signal.getsignal(signum)
         signal.signal(signum, _chain(signum, previous))
@@ -55,7 +64,7 @@ def install_handlers() -> None:
 
 def _chain(signum: int, previous: object) -> Callable[[int, FrameType | None], None]:
     def handler(received: int, frame: FrameType | None) -> None:
-        remove_labelled()
+        remove_own()
         if callable(previous):
             previous(received, frame)
         else:
