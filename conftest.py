@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 #: ImageNet samples shared beside the checkout (never copied into the repository).
-SHARED_SAMPLES = Path(os.environ.get("PYTEST_SERVING_SHARED", Path(__file__).parent.parent / "shared")) / "imagenet-samples"
+SHARED_SAMPLES = (
+    Path(os.environ.get("PYTEST_SERVING_SHARED", Path(__file__).parent.parent / "shared")) / "imagenet-samples"
+)
 
 
 @pytest.fixture(scope="session")

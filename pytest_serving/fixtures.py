@@ -13,9 +13,9 @@ from .protocols.base import Prediction
 from .protocols.client import ClassifierClient
 from .report.results import ResultsStore
 from .samples import Sample
+from .session import SessionState, state
 from .settings import Settings
 from .targets.base import Endpoint, ServingTarget
-from .session import SessionState, state
 
 
 @pytest.fixture(scope="session")

@@ -60,9 +60,7 @@ def discover(directory: Path, classes_file: Path | None = None, limit: int | Non
         elif _is_image(path) and (match := WNID.match(path.name)):
             found.append((match.group(1), path))
     if not found:
-        raise SampleError(
-            f"no samples in {directory}: expected files named '<wnid>_*.JPEG' or folders '<wnid>/*.JPEG'"
-        )
+        raise SampleError(f"no samples in {directory}: expected files named '<wnid>_*.JPEG' or folders '<wnid>/*.JPEG'")
     unknown = sorted({wnid for wnid, _ in found if wnid not in classes})
     if unknown:
         raise SampleError(f"wnids not in the classes file: {', '.join(unknown[:5])}")

@@ -33,7 +33,9 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("serving", "serving targets to test: NAME[,NAME...] or 'all'; without it no serving test is collected"),
-    Option("serving-samples", "directory of ImageNet samples: flat '<wnid>_*.JPEG' files or ImageFolder '<wnid>/*.JPEG'"),
+    Option(
+        "serving-samples", "directory of ImageNet samples: flat '<wnid>_*.JPEG' files or ImageFolder '<wnid>/*.JPEG'"
+    ),
     Option("serving-classes", "classes.tsv (index, wnid, name); default: classes.tsv in the samples directory"),
     Option("serving-samples-limit", "use at most N samples (evenly spread over the sorted list)"),
     Option("serving-image", "NAME=IMAGE: run target NAME from IMAGE instead of its default", multiple=True),
@@ -43,7 +45,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-startup-timeout", "seconds to wait for a server's model to be ready", default="600"),
     Option("serving-model", "model to deploy: efficientnet_lite0 (default) or resnet50", default="efficientnet_lite0"),
     Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
-    Option("serving-torchserve-auth", "TorchServe token authorization: on (keys read from the server) or off", default="on"),
+    Option(
+        "serving-torchserve-auth", "TorchServe token authorization: on (send the server's keys) or off", default="on"
+    ),
     Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
     Option("serving-load-workers", "Locust worker processes per phase (0: one local process)", default="0"),
     Option("serving-sweep-levels", "user counts of a sweep", default="10,20,30,40,50,60,70,80,90,100"),
@@ -53,7 +57,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-sweep-repeats", "repeats per sweep level (the median is reported)", default="1"),
     Option("serving-budgets-file", "TOML/JSON file of load budgets per target (overrides ini serving_budgets)"),
     Option("serving-baseline", "results.json of a previous run: fail on p95/throughput regressions against it"),
-    Option("serving-max-regression", "percent of p95 or throughput regression tolerated against the baseline", default="10"),
+    Option(
+        "serving-max-regression", "percent of p95 or throughput regression tolerated against the baseline", default="10"
+    ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",

@@ -24,7 +24,9 @@ def choose_image(
     if override:
         if image_present(override) or (allow_pull and pull_image(override) is None):
             return ImageChoice(override, "override")
-        return ImageChoice(None, "missing", f"image {override} (from --serving-image) is not present and cannot be pulled")
+        return ImageChoice(
+            None, "missing", f"image {override} (from --serving-image) is not present and cannot be pulled"
+        )
     official = target.default_image(gpus)
     if image_present(official):
         return ImageChoice(official, "official")
@@ -39,6 +41,7 @@ def choose_image(
         fixes.append(f"`pytest-serving build-images {target.name}` (offline CPU image {offline.tag}, from wheels)")
     fixes.append(f"`--serving-image {target.name}=IMAGE`")
     return ImageChoice(
-        None, "missing", f"no image for {target.name}: {official} is not present and pull failed ({error}). "
-        f"Fix: {'; or '.join(fixes)}"
+        None,
+        "missing",
+        f"no image for {target.name}: {official} is not present and pull failed ({error}). Fix: {'; or '.join(fixes)}",
     )

@@ -17,6 +17,13 @@ from typing import Any
 
 import pytest
 
+from ..metrics import (
+    PhaseServerMetrics,
+    Unmeasured,
+    combined,
+    metrics_page,
+    scraped_around,
+)
 from ..protocols.base import HttpRequest
 from ..report.results import ResultsStore
 from ..samples import Sample
@@ -79,8 +86,8 @@ class ServingLoad:
         """Run one phase (marker options, overridden by ``options``); fail on violated budgets if ``check``."""
         phase_options, budget, _ = split_options({**self.marker_options, **options}, self.test_id)
         phase = self._phase(phase_options)
-        stats = self._run(self.endpoint.base_url, self._requests, phase)
-        self._record(stats.to_dict(), {"kind": "phase"})
+        stats, server = self._measure(self.endpoint.base_url, self._requests, phase)
+        self._record(stats.to_dict(), {"kind": "phase", "server_metrics": server.to_dict()})
         if check:
             _fail_on(self._over_budget(stats, self._budget(budget)) + self._regressions(stats))
         return stats
@@ -95,6 +102,7 @@ class ServingLoad:
             raise pytest.UsageError(f"{self.test_id}: scenario 'fresh' needs a server pytest-serving boots")
         template = self._phase(phase_options)
         server = self.fresh_server if scenario == "fresh" else self._current_server
+        server_metrics: dict[int, PhaseServerMetrics] = {}
         result = run_sweep(
             self._requests,
             server,
@@ -106,10 +114,13 @@ class ServingLoad:
             template=template,
             started_by_plugin=self.endpoint.started_by_plugin,
             allow_remote=self.settings.allow_remote,
-            run=self._run_and_record(scenario),
+            run=self._run_and_record(scenario, server_metrics),
         )
         for level in result.levels:
-            self._record(level.to_dict(), {"kind": "sweep-level", "scenario": scenario})
+            server = combined([server_metrics[id(repeat)] for repeat in level.repeats])
+            self._record(
+                level.to_dict(), {"kind": "sweep-level", "scenario": scenario, "server_metrics": server.to_dict()}
+            )
         if check:
             budget = self._budget(budget)
             _fail_on(
@@ -145,10 +156,30 @@ class ServingLoad:
             allow_remote=self.settings.allow_remote,
         )
 
-    def _run_and_record(self, scenario: str) -> Callable[..., PhaseStats]:
-        def run(base_url: str, requests: list[HttpRequest], phase: LoadPhase, **_: Any) -> PhaseStats:
+    def _measure(
+        self, base_url: str, requests: list[HttpRequest], phase: LoadPhase
+    ) -> tuple[PhaseStats, PhaseServerMetrics]:
+        """Run one phase between two scrapes of the server's metrics, which say where its time went."""
+        if base_url == self.endpoint.base_url:
+            page = metrics_page(self.endpoint)
+        else:
+            page = Unmeasured("a fresh server's metrics URL is not known to the load fixture")
+        with scraped_around(page) as scrape:
             stats = self._run(base_url, requests, phase)
-            self._record(stats.to_dict(), {"kind": "sweep-repeat", "scenario": scenario})
+        return stats, scrape.result
+
+    def _run_and_record(
+        self, scenario: str, server_metrics: dict[int, PhaseServerMetrics]
+    ) -> Callable[..., PhaseStats]:
+        """The sweep's phase runner; keeps each phase's server metrics under ``id(stats)`` for its level."""
+
+        def run(base_url: str, requests: list[HttpRequest], phase: LoadPhase, **_: Any) -> PhaseStats:
+            stats, server = self._measure(base_url, requests, phase)
+            server_metrics[id(stats)] = server
+            self._record(
+                stats.to_dict(),
+                {"kind": "sweep-repeat", "scenario": scenario, "server_metrics": server.to_dict()},
+            )
             return stats
 
         return run

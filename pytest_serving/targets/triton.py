@@ -66,7 +66,7 @@ TRITON_OFFLINE_IMAGE = OfflineImage(
     ),
     dockerfile_steps=f"""
 RUN echo {TRITON_HOME}/lib > /etc/ld.so.conf.d/tritonserver.conf && ldconfig \\
- && ldd {' '.join(f'{TRITON_HOME}/{path}' for path in _LINKED)} > /tmp/ldd.txt \\
+ && ldd {" ".join(f"{TRITON_HOME}/{path}" for path in _LINKED)} > /tmp/ldd.txt \\
  && if grep 'not found' /tmp/ldd.txt; then exit 1; fi && rm /tmp/ldd.txt \\
  && python3 -c 'import numpy, PIL, onnxruntime'
 ENV PATH={TRITON_HOME}/bin:$PATH

@@ -17,14 +17,33 @@ def test_three_workers_boot_each_target_once_and_clean_up(tmp_path, offline_imag
     session_id = f"xdist-{uuid.uuid4().hex[:8]}"
     started = int(time.time()) - 1
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "3", "--serving=all",
-         "--serving-samples-limit=6", "--serving-load=off", "-m", "serving_contract", "-q", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "3",
+            "--serving=all",
+            "--serving-samples-limit=6",
+            "--serving-load=off",
+            "-m",
+            "serving_contract",
+            "-q",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
         env={**os.environ, "PYTEST_SERVING_SESSION_ID": session_id},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     events = docker_client.events(
-        since=started, until=int(time.time()) + 1, decode=True,
+        since=started,
+        until=int(time.time()) + 1,
+        decode=True,
         filters={"type": "container", "event": "create", "label": f"{SESSION_LABEL}={session_id}"},
     )
     creations = Counter(event["Actor"]["Attributes"][TARGET_LABEL] for event in events)

@@ -72,9 +72,10 @@ def test_decode_rejects_malformed_answers(body):
 
 
 def test_tensor_variant_preprocesses_on_the_client_and_decodes_logits():
-    from skimage import data
     import io
+
     from PIL import Image
+    from skimage import data
 
     buffer = io.BytesIO()
     Image.fromarray(data.chelsea()).save(buffer, format="JPEG")
