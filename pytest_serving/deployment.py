@@ -17,8 +17,19 @@ from .settings import Settings
 from .targets import TARGETS
 from .targets.base import Endpoint, ServingTarget, TargetOptions
 
-#: The embedded default model repository (one folder per target), beside the package.
-EMBEDDED_MODEL_REPO = Path(__file__).resolve().parent.parent / "model_repo"
+#: The embedded default model repository (one folder per target): inside the package when installed
+#: from a wheel, beside it in a checkout or an editable install.
+EMBEDDED_MODEL_REPO = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parent / "model_repo",
+            Path(__file__).resolve().parent.parent / "model_repo",
+        )
+        if path.is_dir()
+    ),
+    Path(__file__).resolve().parent.parent / "model_repo",
+)
 
 
 class Unavailable(Exception):
