@@ -124,11 +124,11 @@ def free_port() -> int:
 def locust_commands(base_url: str, phase: LoadPhase, plan_path: Path) -> list[tuple[str, list[str]]]:
     """(role, argv) of every Locust process of the phase, master first."""
     user_class = "OpenLoopUser" if phase.open_loop else "ClosedLoopUser"
-    # Open loop runs one user per process; it spawns its own greenlets per arrival.
-    users = phase.process_count if phase.open_loop else phase.users
     if phase.open_loop:
-        spawn_rate = OPEN_LOOP_SPAWN_RATE
+        # One user per process; it spawns its own greenlet per scheduled arrival.
+        users, spawn_rate = phase.process_count, OPEN_LOOP_SPAWN_RATE
     else:
+        users = phase.users
         spawn_rate = phase.users if phase.spawn_rate is None else phase.spawn_rate
     common = [
         sys.executable, "-m", "locust",

@@ -82,6 +82,8 @@ class ProcessRun:
 
 _run: ProcessRun | None = None
 _plan_unreadable = False
+# A crash in a send greenlet would lose its sample silently; this logs it and fails the process.
+_report_send_crash = log.greenlet_exception_logger(logging.getLogger(__name__))
 
 
 def current_run() -> ProcessRun:
@@ -192,7 +194,7 @@ class OpenLoopUser(FastHttpUser):
                 if run.measured(run.window_offset(due)):
                     run.recorder.dropped_sends += 1
                 continue
-            in_flight.spawn(self.send_due, due, next(self.requests))
+            in_flight.spawn(self.send_due, due, next(self.requests)).link_exception(_report_send_crash)
         in_flight.join()
         raise StopUser()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import docker
 import pytest
@@ -50,3 +51,11 @@ def project_containers(docker_client):
         return [c.name for c in docker_client.containers.list(all=True, filters={"label": PROJECT_LABEL})]
 
     return names
+
+
+@pytest.fixture
+def session_id(monkeypatch):
+    """A fresh pytest-serving session id for an inner pytest run, so its containers and cleanup are its own."""
+    value = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PYTEST_SERVING_SESSION_ID", value)
+    return value

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import uuid
 
 import pytest
 
@@ -88,14 +87,6 @@ def test_our_model_over_budget(serving_load):
 def test_our_model_within_budget(serving_load):
     assert serving_load().n > 0
 """
-
-
-@pytest.fixture
-def session_id(monkeypatch):
-    """A fresh pytest-serving session id for the inner run, so its containers are told apart."""
-    value = f"test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PYTEST_SERVING_SESSION_ID", value)
-    return value
 
 
 def test_another_project_uses_the_fixtures_marker_and_its_own_overrides(

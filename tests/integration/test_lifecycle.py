@@ -8,19 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from pytest_serving.containers.labels import SESSION_LABEL
-
-
-@pytest.fixture
-def session_id(monkeypatch):
-    """A fresh pytest-serving session id for the inner pytest run, so its cleanup is its own."""
-    value = f"test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PYTEST_SERVING_SESSION_ID", value)
-    return value
 
 
 def session_containers(docker_client, session_id):

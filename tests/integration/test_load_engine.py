@@ -78,7 +78,7 @@ def test_open_loop_constant_rate_is_kept(server_url):
     stats = run_phase(server_url, [OK], LoadPhase(rate=40.0, arrival="constant", duration=2.0, warmup=0.5))
     assert stats.n == pytest.approx(80, abs=2)
     assert stats.offered_rps == pytest.approx(40.0, rel=0.05)
-    assert stats.rps == pytest.approx(40.0, rel=0.05)
+    assert stats.rps == pytest.approx(40.0, rel=0.1), stats.to_dict()
     assert stats.dropped_sends == 0
     assert stats.status_counts == {"200": stats.n}
     assert stats.latency.min >= DELAY_S * 1000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,14 +19,6 @@ from pytest_serving.targets.triton import Triton
 STARTUP_TIMEOUT_S = 300
 #: Never contacted: the refusal test proves that load is refused before anything is sent.
 REMOTE_URL = "http://10.255.255.1:1"
-
-
-@pytest.fixture
-def session_id(monkeypatch):
-    """A fresh pytest-serving session id for the inner run, so its containers are told apart."""
-    value = f"test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PYTEST_SERVING_SESSION_ID", value)
-    return value
 
 
 @pytest.fixture
