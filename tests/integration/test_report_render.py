@@ -43,7 +43,12 @@ def sweep_level(users: int, service_ms: float, rng: np.random.Generator) -> dict
         **SweepLevel(users, (stats,)).to_dict(),
         "kind": "sweep-level",
         "test": "test_load.py::test_sweep",
-        "server_metrics": {"requests": float(codes.size), "queue_ms": queue, "compute_ms": service_ms, "server_ms": queue + service_ms * 1.1},
+        "server_metrics": {
+            "requests": float(codes.size),
+            "queue_ms": queue,
+            "compute_ms": service_ms,
+            "server_ms": queue + service_ms * 1.1,
+        },
     }
 
 

@@ -1,0 +1,338 @@
+"""report.html: one self-contained page with every figure of results.json and its conditions.
+
+The page references nothing outside itself (charts are embedded as base64 PNG, styles are
+inline), so it opens offline and survives being mailed or archived as a CI artifact. The
+charts are also written beside it as PNG files for slides and papers. Every file is written
+to a temporary name and renamed, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from . import charts
+from .summary import (
+    OUTCOMES,
+    Agreement,
+    LoadPoint,
+    agreement_matrix,
+    chart_points,
+    load_points,
+    number,
+    percent,
+    robustness_counts,
+    target_results,
+)
+
+REPORT_NAME = "report.html"
+CHARTS_FOLDER = "charts"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1600px; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+.note { color: #555; font-size: 0.9em; max-width: 70em; }
+.pass { background: #dff0d8; } .deviation { background: #fcf8e3; } .fail { background: #f2dede; }
+.wide { overflow-x: auto; } .missing { color: #999; } img.chart { max-width: 100%; display: block; margin: 0.6em 0; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dt { font-weight: bold; }
+"""
+
+
+def render_report(results: Mapping[str, Any], directory: Path) -> Path:
+    """Write ``directory/report.html`` and ``directory/charts/*.png`` from ``results``; return the HTML path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    images = _draw_charts(results)
+    folder = directory / CHARTS_FOLDER
+    for name, png in images.items():
+        write_atomically(folder / f"{name}.png", png)
+    if folder.is_dir():  # charts of an earlier report in this directory would pass for this one's
+        for stale in folder.glob("*.png"):
+            if stale.stem not in images:
+                stale.unlink()
+    path = directory / REPORT_NAME
+    write_atomically(path, report_html(results, images).encode())
+    return path
+
+
+def _draw_charts(results: Mapping[str, Any]) -> dict[str, bytes]:
+    """PNG bytes by chart name; none when matplotlib is missing (the page says so)."""
+    points, _ = chart_points(results)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return {}
+    return {spec.name: charts.draw(spec) for spec in charts.chart_specs(points)}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """The whole page; ``images`` holds the PNG of every chart by name (empty: no charts)."""
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    sections = [
+        f"<h1>pytest-serving report</h1><p class='note'>Generated {generated} from results.json.</p>",
+        _conditions_section(results),
+        _load_section(results, images),
+        _correctness_section(results),
+        _robustness_section(results),
+    ]
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<title>pytest-serving report</title>"
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], classes: Iterable[Sequence[str]] = ()) -> str:
+    """A table of already-escaped cells; ``classes`` gives a CSS class per cell (row by row)."""
+    head = "".join(f"<th>{cell}</th>" for cell in header)
+    class_rows = list(classes)
+    lines = []
+    for index, row in enumerate(rows):
+        row_classes = class_rows[index] if index < len(class_rows) else [""] * len(row)
+        cells = "".join(
+            f"<td class='{css}'>{cell}</td>" if css else f"<td>{cell}</td>" for cell, css in zip(row, row_classes)
+        )
+        lines.append(f"<tr>{cells}</tr>")
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
+
+
+def _definitions(items: Iterable[tuple[str, object]]) -> str:
+    return "<dl>" + "".join(f"<dt>{escape(key)}</dt><dd>{escape(str(value))}</dd>" for key, value in items) + "</dl>"
+
+
+def _image(name: str, images: Mapping[str, bytes], alt: str) -> str:
+    encoded = base64.b64encode(images[name]).decode("ascii")
+    return f"<img class='chart' alt='{escape(alt)}' src='data:image/png;base64,{encoded}'>"
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def _conditions_section(results: Mapping[str, Any]) -> str:
+    session = results.get("session", {})
+    parts = ["<h2>Conditions</h2>"]
+    if session:
+        parts.append(_definitions((key.replace("_", " "), value) for key, value in session.items()))
+    else:
+        parts.append("<p class='note'>results.json has no session record (written when a session finishes).</p>")
+    rows = []
+    for name, data in target_results(results).items():
+        server = data.get("server", {})
+        rows.append(
+            [
+                escape(name),
+                escape(str(server.get("image", "-"))),
+                escape(str(server.get("image_origin", "-"))),
+                escape(str(server.get("version", "-"))),
+                escape(str(server.get("model", "-"))),
+                escape(str(server.get("gpus", "-"))),
+                "yes" if server.get("started_by_plugin") else ("no" if server else "-"),
+                escape(str(data.get("skipped", ""))),
+            ]
+        )
+    parts.append(
+        _table(["target", "image", "origin", "server version", "model", "GPUs", "started here", "skipped"], rows)
+    )
+    return "\n".join(parts)
+
+
+def _load_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    points, is_sweep = chart_points(results)
+    parts = ["<h2>Load</h2>"]
+    if not points:
+        return parts[0] + "<p class='note'>No load phase was measured.</p>"
+    if is_sweep:
+        parts.append(
+            "<p class='note'>Sweep levels: each point is the median over its repeats; the scenario says whether "
+            "one warm server took every level or a fresh container took each.</p>"
+        )
+    else:
+        parts.append(
+            "<p class='note'>No sweep in these results (run with <code>--serving-load=sweep</code> for the study's "
+            "curves): the single load phases that ran (smoke tests) are shown as points, not curves.</p>"
+        )
+    parts.append(
+        "<p class='note'>Latency percentiles are over successful requests of the measured window; failures count "
+        "every non-2xx answer and every request without one. Server queue and compute times are the increases of "
+        "the server's own counters over the phase (warm-up included) divided by the requests it counted; "
+        "<em>outside server</em> is the client's mean minus the server's time per request: network, HTTP and "
+        "the client.</p>"
+    )
+    if not images:
+        parts.append("<p class='note'>Charts need matplotlib: <code>pip install pytest-serving[report]</code>.</p>")
+    parts += [_image(spec.name, images, spec.title) for spec in charts.chart_specs(points) if spec.name in images]
+    for name in target_results(results):
+        rows = [point for point in points if point.target == name]
+        extra = [point for point in load_points(results, "phase") if point.target == name] if is_sweep else []
+        if rows or extra:
+            parts.append(f"<h3>{escape(name)}: load figures and their conditions</h3>")
+            parts.append(_load_table(rows + extra))
+    return "\n".join(parts)
+
+
+def _load_table(points: Sequence[LoadPoint]) -> str:
+    header = [
+        "scenario", "level", "n", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms", "failed",
+        "server queue ms", "server compute ms", "server total ms", "outside server ms", "batch",
+        "warm-up + measured s", "Locust workers", "stable", "started (UTC)", "test",
+    ]  # fmt: skip
+    rows = []
+    for point in points:
+        configuration, server = point.configuration, point.server
+        server_ms = server.get("server_ms")
+        outside = point.mean_ms - server_ms if server_ms is not None and point.mean_ms is not None else None
+        unavailable = server.get("unavailable")
+        server_cells = (
+            [number(server.get("queue_ms")), number(server.get("compute_ms")), number(server_ms), number(outside)]
+            if not unavailable
+            else [f"<span class='missing' title='{escape(str(unavailable))}'>n/a</span>"] * 4
+        )
+        repeats = point.entry.get("repeats") or [point.entry]
+        rows.append(
+            [
+                escape(point.scenario),
+                escape(point.level),
+                str(point.n),
+                number(point.rps),
+                number(point.p50_ms),
+                number(point.p95_ms),
+                number(point.p99_ms),
+                number(point.mean_ms),
+                f"{point.failures} ({percent(point.failure_rate)})",
+                *server_cells,
+                number(server.get("requests_per_execution"), 2),
+                f"{configuration.get('warmup', '?')} + {configuration.get('duration', '?')}",
+                escape(str(configuration.get("workers", "-"))),
+                "yes" if point.stable else "no",
+                escape(str(repeats[0].get("started_at", "-"))[:19].replace("T", " ")),
+                escape(str(point.entry.get("test", "-"))),
+            ]
+        )
+    notes = sorted({str(point.server["unavailable"]) for point in points if point.server.get("unavailable")})
+    note = "".join(f"<p class='note'>Server metrics n/a: {escape(reason)}</p>" for reason in notes)
+    return _table(header, rows) + note
+
+
+def _correctness_section(results: Mapping[str, Any]) -> str:
+    parts = ["<h2>Correctness</h2>"]
+    rows = []
+    for name, data in target_results(results).items():
+        summary = data.get("correctness")
+        if summary:
+            rows.append(
+                [
+                    escape(name),
+                    str(summary["n"]),
+                    percent(summary["top1"]),
+                    percent(summary["top5"]),
+                    percent(summary["reference_top1"]),
+                    percent(summary["reference_top5"]),
+                    percent(summary["agreement"]),
+                    f"{summary['max_probability_difference']:.2g}",
+                ]
+            )
+    if not rows:
+        return parts[0] + "<p class='note'>No contract results.</p>"
+    parts.append(
+        "<p class='note'>Top-1/top-5: the label among the server's first 1 or 5 classes. Agreement: the server's "
+        "top-1 equals the in-process model's (or is within a near tie of it). n: samples.</p>"
+    )
+    parts.append(
+        _table(["target", "n", "top-1", "top-5", "in-process top-1", "in-process top-5", "agreement", "max |Δp|"], rows)
+    )
+    matrix = agreement_matrix(results)
+    names = sorted({first for first, _ in matrix})
+    if names:
+        parts.append("<h3>Cross-target top-1 agreement</h3>")
+        matrix_rows = [
+            [escape(first), *(_agreement_cell(matrix.get((first, second))) for second in names)] for first in names
+        ]
+        parts.append(_table(["", *map(escape, names)], matrix_rows))
+    return "\n".join(parts)
+
+
+def _agreement_cell(agreement: Agreement | None) -> str:
+    return "-" if agreement is None else f"{percent(agreement.rate)} (n={agreement.n})"
+
+
+def _robustness_section(results: Mapping[str, Any]) -> str:
+    targets = {name: data for name, data in target_results(results).items() if data.get("robustness")}
+    parts = ["<h2>Robustness</h2>"]
+    if not targets:
+        return parts[0] + "<p class='note'>No robustness results.</p>"
+    names = sorted(targets)
+    counts = {name: robustness_counts(data) for name, data in targets.items()}
+    parts.append(_table(["outcome", *map(escape, names)], [[o, *(str(counts[n][o]) for n in names)] for o in OUTCOMES]))
+    parts.append(
+        "<p class='note'>Each cell: outcome, HTTP status, and whether the server survived (still ready, same "
+        "workers, next valid request answered right). A deviation is a known server behaviour recorded with "
+        "its reason (hover).</p>"
+    )
+    cases = sorted({case for data in targets.values() for case in data["robustness"]})
+    rows, classes = [], []
+    for case in cases:
+        row, row_classes = [escape(case)], [""]
+        for name in names:
+            record = targets[name]["robustness"].get(case)
+            if record is None:
+                row.append("<span class='missing'>not run</span>")
+                row_classes.append("")
+                continue
+            outcome = str(record.get("outcome", "fail"))
+            survived = "survived" if record.get("survived") else "DID NOT SURVIVE"
+            reason = record.get("deviation") or "; ".join(record.get("problems", []))
+            title = f" title='{escape(str(reason))}'" if reason else ""
+            row.append(f"<span{title}>{escape(outcome)} · {escape(str(record.get('status')))} · {survived}</span>")
+            row_classes.append(outcome if outcome in OUTCOMES else "fail")
+        rows.append(row)
+        classes.append(row_classes)
+    parts.append(_table(["case", *map(escape, names)], rows, classes))
+    poisoned = {
+        name: data["robustness_poisoned_load"] for name, data in targets.items() if "robustness_poisoned_load" in data
+    }
+    if poisoned:
+        parts.append("<h3>Poisoned load (valid and corrupted requests at once)</h3>")
+        parts.append(
+            _table(
+                ["target", "requests", "corrupted", "threads", "valid failed", "corrupted mis-answered", "survived"],
+                [
+                    [
+                        escape(name),
+                        str(record.get("requests", "-")),
+                        str(record.get("corrupted", "-")),
+                        str(record.get("threads", "-")),
+                        str(record.get("valid_failed", "-")),
+                        str(record.get("corrupted_misanswered", "-")),
+                        "yes" if record.get("survived") else "no",
+                    ]
+                    for name, record in sorted(poisoned.items())
+                ],
+            )
+        )
+    return "\n".join(parts)
