@@ -104,9 +104,9 @@ def serving_load(
     name = serving_deployment.endpoint.target
 
     @contextmanager
-    def fresh_server() -> Iterator[str]:
+    def fresh_server() -> Iterator[Endpoint]:
         with deploy(name, session.settings) as fresh:
-            yield fresh.endpoint.base_url
+            yield fresh.endpoint
 
     return ServingLoad(
         endpoint=serving_deployment.endpoint,

@@ -19,7 +19,6 @@ import pytest
 
 from ..metrics import (
     PhaseServerMetrics,
-    Unmeasured,
     combined,
     metrics_page,
     scraped_around,
@@ -40,6 +39,7 @@ from .budgets import (
 )
 from .phase import LoadPhase
 from .runner import run_phase
+from .safety import UnsafeTargetError, check_load_target
 from .stats import PhaseStats
 from .sweep import SweepLevel, SweepResult, run_sweep
 
@@ -79,11 +79,16 @@ class ServingLoad:
     budget_tables: tuple[BudgetTable, ...]
     baseline: Mapping | None
     test_id: str
-    #: Boots a fresh server of the same target and yields its base URL (scenario "fresh").
-    fresh_server: Callable[[], AbstractContextManager[str]] | None = None
+    #: Boots a fresh server of the same target and yields its endpoint (scenario "fresh").
+    fresh_server: Callable[[], AbstractContextManager[Endpoint]] | None = None
+
+    def __post_init__(self) -> None:
+        #: Endpoints by base URL: the current server and every fresh one a sweep boots.
+        self._endpoints = {self.endpoint.base_url: self.endpoint}
 
     def __call__(self, *, check: bool = True, **options: Any) -> PhaseStats:
         """Run one phase (marker options, overridden by ``options``); fail on violated budgets if ``check``."""
+        self._refuse_unsafe_target()
         phase_options, budget, _ = split_options({**self.marker_options, **options}, self.test_id)
         phase = self._phase(phase_options)
         stats, server = self._measure(self.endpoint.base_url, self._requests, phase)
@@ -95,13 +100,14 @@ class ServingLoad:
     def sweep(self, *, check: bool = True, **options: Any) -> SweepResult:
         """The study's sweep: each level (``levels``) measured ``repeats`` times on a ``scenario``
         ("warm": one server; "fresh": a new container per measurement); every level is checked."""
+        self._refuse_unsafe_target()
         merged = {**self.marker_options, **options}
         phase_options, budget, sweep_options = split_options(merged, self.test_id)
         scenario = sweep_options.get("scenario", "warm")
         if scenario == "fresh" and self.fresh_server is None:
             raise pytest.UsageError(f"{self.test_id}: scenario 'fresh' needs a server pytest-serving boots")
         template = self._phase(phase_options)
-        server = self.fresh_server if scenario == "fresh" else self._current_server
+        server = self._booted_fresh if scenario == "fresh" else self._current_server
         server_metrics: dict[int, PhaseServerMetrics] = {}
         result = run_sweep(
             self._requests,
@@ -160,11 +166,7 @@ class ServingLoad:
         self, base_url: str, requests: list[HttpRequest], phase: LoadPhase
     ) -> tuple[PhaseStats, PhaseServerMetrics]:
         """Run one phase between two scrapes of the server's metrics, which say where its time went."""
-        if base_url == self.endpoint.base_url:
-            page = metrics_page(self.endpoint)
-        else:
-            page = Unmeasured("a fresh server's metrics URL is not known to the load fixture")
-        with scraped_around(page) as scrape:
+        with scraped_around(metrics_page(self._endpoints[base_url])) as scrape:
             stats = self._run(base_url, requests, phase)
         return stats, scrape.result
 
@@ -187,6 +189,19 @@ class ServingLoad:
     @contextmanager
     def _current_server(self) -> Iterator[str]:
         yield self.endpoint.base_url
+
+    @contextmanager
+    def _booted_fresh(self) -> Iterator[str]:
+        with self.fresh_server() as endpoint:
+            self._endpoints[endpoint.base_url] = endpoint
+            yield endpoint.base_url
+
+    def _refuse_unsafe_target(self) -> None:
+        """Before anything is sent (metrics scrapes included): load only servers we may load."""
+        try:
+            check_load_target(self.endpoint.base_url, self.endpoint.started_by_plugin, self.settings.allow_remote)
+        except UnsafeTargetError as error:
+            pytest.fail(f"{error} (--serving-allow-remote-load)", pytrace=False)
 
     def _budget(self, marker_budget: Budget) -> Budget:
         return marker_budget.merged(resolve_budget(self.endpoint.target, *self.budget_tables))

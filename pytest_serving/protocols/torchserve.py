@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from .base import HttpRequest, Prediction, Protocol, ProtocolError
 
+#: The error type of a request whose bearer key is missing, wrong or expired.
+INVALID_KEY = "InvalidKeyException"
+
 
 class TorchServeProtocol(Protocol):
     """Image-in/top-5-out over TorchServe's inference API."""
@@ -49,6 +52,11 @@ def error_message(body: bytes) -> str:
         return f"{error['type']}: {error['message']}"
     except (ValueError, KeyError, TypeError):
         return body[:500].decode("utf-8", "replace")
+
+
+def key_refused(status: int, body: bytes) -> bool:
+    """Whether TorchServe refused a request's key (it answers 400 InvalidKeyException, not 401)."""
+    return status != 200 and error_message(body).startswith(f"{INVALID_KEY}:")
 
 
 @dataclass(frozen=True)

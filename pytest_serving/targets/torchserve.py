@@ -33,7 +33,15 @@ import requests
 
 from ..images.recipe import OfflineImage
 from ..protocols.base import Protocol
-from ..protocols.torchserve import TokenKeys, TorchServeProtocol, api_version, bearer, workers_ready
+from ..protocols.torchserve import (
+    TokenKeys,
+    TorchServeProtocol,
+    api_version,
+    bearer,
+    error_message,
+    key_refused,
+    workers_ready,
+)
 from .base import Endpoint, ServingTarget, TargetOptions, probe
 
 TORCHSERVE_VERSION = "0.12.0"
@@ -138,7 +146,9 @@ class TorchServe(ServingTarget):
             return self._keys
         try:
             self._keys = TokenKeys.from_key_file(endpoint.read_file(KEY_FILE))
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
+            # Not written yet, half written, or the container stopped (Docker's errors are
+            # OSErrors): not ready, and the readiness loop reports an exited container.
             return None
         return self._keys
 
@@ -146,10 +156,11 @@ class TorchServe(ServingTarget):
         keys = self.token_keys(endpoint) if self.auth else None
         url = management_url(endpoint) + path
         response = probe(session, url, headers=bearer(keys.management if keys else None))
-        if response is not None and response.status_code == 401:
+        if response is not None and key_refused(response.status_code, response.content):
             raise TorchServeAuthError(
-                f"TorchServe at {url} refused the management key ({response.text.strip()[:200]}); "
-                f"check {MANAGEMENT_KEY_ENV}, or pass --serving-torchserve-auth=off if it runs with --disable-token-auth"
+                f"TorchServe at {url} refused the management key ({error_message(response.content)}); "
+                f"check {MANAGEMENT_KEY_ENV}, or pass --serving-torchserve-auth=off "
+                "if it runs with --disable-token-auth"
             )
         return response
 
