@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from .protocols.base import Prediction
+from .report.results import ResultsStore
 from .samples import Sample
 
 #: Two classes whose reference probabilities differ by less than this are a tie: numerics of
@@ -88,3 +89,64 @@ def summarize(
         agreement=rate([same_top1(p, r) for p, r in zip(ours, theirs)]),
         max_probability_difference=max(max_probability_difference(p, r) for p, r in zip(ours, theirs)),
     )
+
+
+#: Every pair of targets must agree on top-1 for this share of the samples both answered.
+MIN_CROSS_TARGET_AGREEMENT = 0.99
+#: Same preprocessing code everywhere, so probabilities may differ only by runtime numerics.
+MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE = 1e-3
+
+
+def cross_target_agreement(predictions: Mapping[str, Mapping[str, Prediction]]) -> dict[str, dict[str, dict]]:
+    """For every pair of targets (both orders): samples both answered, how many share the top-1,
+    the agreement rate and the largest probability difference."""
+    names = sorted(predictions)
+    record: dict[str, dict[str, dict]] = {name: {} for name in names}
+    for index, first in enumerate(names):
+        for second in names[index + 1 :]:
+            common = sorted(predictions[first].keys() & predictions[second].keys())
+            pairs = [(predictions[first][sample], predictions[second][sample]) for sample in common]
+            same = sum(1 for a, b in pairs if a.top1 == b.top1)
+            cell = {
+                "n": len(common),
+                "same": same,
+                "top1_agreement": same / len(common) if common else None,
+                "max_probability_difference": max((max_probability_difference(a, b) for a, b in pairs), default=None),
+            }
+            record[first][second] = record[second][first] = cell
+    return record
+
+
+def cross_target_violations(record: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
+    """One line per pair of targets whose agreement or probability difference is out of bounds."""
+    lines = []
+    for first, row in sorted(record.items()):
+        for second, cell in sorted(row.items()):
+            if first >= second or not cell["n"]:
+                continue
+            if cell["top1_agreement"] < MIN_CROSS_TARGET_AGREEMENT:
+                lines.append(
+                    f"{first} vs {second}: top-1 agreement {cell['top1_agreement']:.3f} "
+                    f"< {MIN_CROSS_TARGET_AGREEMENT} over n={cell['n']}"
+                )
+            if cell["max_probability_difference"] > MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE:
+                lines.append(
+                    f"{first} vs {second}: probabilities differ by up to {cell['max_probability_difference']:.2e} "
+                    f"> {MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE} over n={cell['n']}"
+                )
+    return lines
+
+
+def gate_cross_target_agreement(results: ResultsStore) -> list[str]:
+    """Compare the targets' recorded contract answers with each other, record the matrix under
+    ``agreement`` in results.json and return the violations (empty with fewer than two targets)."""
+    predictions = {
+        name: {sample: Prediction(tuple(c), tuple(p)) for sample, (c, p) in target["predictions"].items()}
+        for name, target in results.read().get("targets", {}).items()
+        if target.get("predictions")
+    }
+    if len(predictions) < 2:
+        return []
+    record = cross_target_agreement(predictions)
+    results.set(("agreement",), record)
+    return cross_target_violations(record)

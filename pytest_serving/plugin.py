@@ -9,6 +9,7 @@ import pytest
 from . import fixtures, session
 from .containers.cleanup import remove_labelled
 from .containers.labels import SESSION_ID
+from .correctness import gate_cross_target_agreement
 from .report.html import render_report
 from .report.summary import junit_properties, session_conditions, terminal_tables
 from .session import state as serving_state
@@ -127,12 +128,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
 _REPORT_LINE = pytest.StashKey[str]()
 
 
+#: Lines the terminal summary prints about pairs of targets that disagree.
+_DISAGREEMENT = pytest.StashKey[list[str]]()
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """With --serving-report, record the session's conditions and write report.html (in the controller)."""
+    """In the controller: gate on cross-target agreement, then, with --serving-report, record the
+    session's conditions and write report.html."""
     config = session.config
     state = serving_state(config)
+    if hasattr(config, "workerinput") or not selected_targets(state.settings):
+        return
+    violations = gate_cross_target_agreement(state.results)
+    if violations:
+        config.stash[_DISAGREEMENT] = violations
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     directory = state.settings.report_dir
-    if directory is None or hasattr(config, "workerinput") or not selected_targets(state.settings):
+    if directory is None:
         return
     try:
         state.results.set(("session",), session_conditions(state.settings))
@@ -155,3 +167,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.line(f"results: {state.results.path}")
     if _REPORT_LINE in config.stash:
         terminalreporter.line(config.stash[_REPORT_LINE])
+    for line in config.stash.get(_DISAGREEMENT, []):
+        terminalreporter.line(f"FAILED cross-target agreement: {line}", red=True)

@@ -49,3 +49,35 @@ def test_summary_counts_accuracy_and_agreement():
     assert summary.top5 == 1.0
     assert summary.reference_top1 == 1.0
     assert summary.agreement == pytest.approx(2 / 3)
+
+
+def test_cross_target_agreement_counts_common_samples_both_ways():
+    from pytest_serving.correctness import cross_target_agreement, cross_target_violations
+
+    a = {"s1": pred([1, 2, 3, 4, 5]), "s2": pred([7, 2, 3, 4, 5]), "s3": pred([1, 2, 3, 4, 5])}
+    b = {"s1": pred([1, 2, 3, 4, 5]), "s2": pred([2, 7, 3, 4, 5])}
+    record = cross_target_agreement({"a": a, "b": b})
+    assert record["a"]["b"] == record["b"]["a"]
+    assert record["a"]["b"]["n"] == 2 and record["a"]["b"]["same"] == 1
+    (agreement_line, probability_line) = cross_target_violations(record)
+    assert agreement_line.startswith("a vs b: top-1 agreement 0.500 < 0.99 over n=2")
+    assert "probabilities differ" in probability_line
+
+
+def test_agreeing_targets_have_no_violations():
+    from pytest_serving.correctness import cross_target_agreement, cross_target_violations
+
+    same = {"s1": pred([1, 2, 3, 4, 5], (0.5, 0.2, 0.1, 0.1, 0.1))}
+    close = {"s1": pred([1, 2, 3, 4, 5], (0.5004, 0.2, 0.1, 0.1, 0.1))}
+    assert cross_target_violations(cross_target_agreement({"a": same, "b": close})) == []
+
+
+def test_gate_records_the_matrix_in_results(tmp_path):
+    from pytest_serving.correctness import gate_cross_target_agreement
+    from pytest_serving.report.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.json")
+    for name, top in (("a", 1), ("b", 2)):
+        store.set(("targets", name, "predictions"), {"s1": [[top, 0, 3, 4, 5], [0.5, 0.2, 0.1, 0.1, 0.1]]})
+    assert gate_cross_target_agreement(store)
+    assert store.read()["agreement"]["a"]["b"]["same"] == 0
