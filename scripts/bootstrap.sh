@@ -32,8 +32,8 @@ fi
 
 # torch first and pinned: the machine's local CPU wheel, never the registry's CUDA build.
 python3 -c 'import torch' 2>/dev/null || { log "installing torch 2.13.0 (CPU)"; python3 -m pip install -q torch==2.13.0; }
-log "installing pytest-serving (editable) with its model and report extras"
-python3 -m pip install -q -e '.[model,report]'
+log "installing pytest-serving (editable) with its model, report and tf extras"
+python3 -m pip install -q -e '.[model,report,tf]'
 
 log "building the offline images (cached: seconds when they exist)"
 pytest-serving build-images

@@ -21,6 +21,8 @@ STD = 0.5
 MAX_PIXELS = 40_000_000
 # 10000x1 images would be resized to millions of pixels on the long side.
 MAX_ASPECT_RATIO = 20.0
+# The last line of defence against oversized uploads, for servers whose HTTP layer has no limit.
+MAX_FILE_BYTES = 32 * 1024 * 1024
 
 
 class InvalidImage(ValueError):
@@ -31,6 +33,8 @@ def decode(data: bytes) -> Image.Image:
     """Decode any Pillow-readable image to upright RGB, or raise InvalidImage saying why."""
     if not data:
         raise InvalidImage("empty image: the request carried no bytes")
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidImage(f"image file too large: {len(data)} bytes exceeds {MAX_FILE_BYTES}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

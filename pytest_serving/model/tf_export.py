@@ -130,7 +130,7 @@ class EfficientNetLiteTF(tf.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         if not isinstance(model._swish, nn.ReLU6):
-            raise ValueError("cannot port an EfficientNet with swish activations: only the Lite variants")
+            raise TypeError("cannot port an EfficientNet with swish activations: only the Lite variants")
         self.stem = (Conv(model._conv_stem), BatchNorm(model._bn0))
         self.blocks = [MBConv(block) for block in model._blocks]
         self.head = (Conv(model._conv_head), BatchNorm(model._bn1))
@@ -211,7 +211,7 @@ def _make_readable(folder: Path) -> None:
 def _replace_folder(staging: Path, dest: Path, stamp: str) -> None:
     """Move ``staging`` to ``dest``, replacing an outdated ``dest``; another writer's equal result wins."""
     if dest.exists():
-        retired = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".old-", suffix=f"-{dest.name}"))
+        retired = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-old-", suffix=f"-{dest.name}"))
         try:
             os.replace(dest, retired / dest.name)
         except FileNotFoundError:

@@ -258,10 +258,11 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
         ),
         Case(
             f"oversize-{oversize_mib}mib",
-            f"A valid JPEG padded with comment segments to {oversize_mib} MiB, beyond any sane upload limit.",
+            f"A valid JPEG padded with comment segments to {oversize_mib} MiB, beyond any sane upload limit: "
+            "the HTTP layer should refuse it (413), else the decoder's file-size limit does (400).",
             "reject",
             FAMILIES,
-            rejected_by="http",
+            rejected_by="decoder",
             statuses=BODY_TOO_LARGE,
             image=functools.partial(images.padded_jpeg, jpeg, oversize_bytes),
         ),

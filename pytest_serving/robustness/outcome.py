@@ -47,6 +47,16 @@ DEVIATIONS: dict[tuple[str, str, str], str] = {
         "when its shared-memory pool cannot grow beyond the container's /dev/shm (64 MiB by Docker's default), "
         "before model.py runs"
     ),
+    **{
+        ("kserve", "0.21", case): f"KServe 0.21.0's REST layer answers 5xx to {what}, before the model's code runs"
+        for case, what in (
+            ("json-nan-inf", "a shape holding NaN (FastAPI cannot write its own error message as JSON)"),
+            ("unknown-version", "a versioned V2 path (501: 'Model versioning not supported yet')"),
+            ("v2-binary-size-beyond-body", "a binary_data_size beyond the body (it decodes BYTES as UTF-8 first)"),
+            ("v2-element-length-beyond-tensor", "a BYTES element length beyond the tensor (struct.error)"),
+            ("v2-header-length-not-a-number", "a non-numeric Inference-Header-Content-Length (int() fails)"),
+        )
+    },
     ("torchserve", "0.12", "oversize-80mib"): (
         "TorchServe 0.12.0 refuses bodies over max_request_size at its HTTP layer with 413 and an empty body, "
         "before the handler runs: the status is right, the error has no text"

@@ -1,0 +1,127 @@
+"""KServe's Python model server running the TF SavedModel of the embedded model.
+
+One image, one server, two protocols: ``kserve`` talks V2 / Open Inference Protocol and
+``kserve-v1`` the V1 (TF Serving) REST API, so the contract suite checks both paths of the
+same deployment. The served ``kserve.Model`` is ``model_repo/kserve/kserve_model.py``; it
+decodes images with ``serving_preprocess.py`` and runs ``<model>/saved_model``, both written
+into the model repository by ``prepare_model_repo``.
+
+KServe 0.21 reads V2's binary-data extension (``Inference-Header-Content-Length``), but its
+REST decoder converts every binary BYTES tensor to UTF-8 text before the model runs, so an
+image file sent as Triton's clients send it (``protocols.v2.V2Protocol``) gets a 500
+"Failed to encode ... using UTF-8". The closest faithful request is the same binary
+extension with the file as a UINT8 tensor, which KServe passes on byte for byte:
+``KServeV2Protocol``.
+
+KServe publishes no image for custom Python models (each user builds one), so the
+"official" image is this recipe's tag: build it with ``pytest-serving build-images kserve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import requests
+
+from ..images.recipe import OfflineImage
+from ..metrics.server import ServerMetricsSpec
+from ..protocols.base import HttpRequest, Protocol
+from ..protocols.tfserving import V1ImageProtocol
+from ..protocols.v2 import CLASSES_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT, V2Protocol, binary_request
+from .base import Endpoint, ServingTarget, probe
+
+KSERVE_VERSION = "0.21.0"
+TENSORFLOW_VERSION = "2.21.0"
+SERVER_SCRIPT = "kserve_model.py"
+
+KSERVE_OFFLINE_IMAGE = OfflineImage(
+    tag=f"pytest-serving/kserve:{KSERVE_VERSION}-cpu",
+    # numpy and Pillow as on the host that computes the in-process reference, so both decode alike.
+    wheels=(f"kserve=={KSERVE_VERSION}", f"tensorflow-cpu=={TENSORFLOW_VERSION}", "numpy==2.4.6", "pillow==13.0.0"),
+    dockerfile_steps="""
+RUN python3 -c 'import kserve, tensorflow, PIL'
+WORKDIR /models
+""",
+)
+
+
+class KServeV2Protocol(V2Protocol):
+    """V2 with the binary-data extension, the image file as IMAGE UINT8 [1, n] (see the module docstring).
+
+    Its ``name`` is the V2 family's: the answers (CLASSES, PROBABILITIES) and every path are V2's.
+    """
+
+    def encode(self, image: bytes) -> HttpRequest:
+        image_input = {"name": INPUT_NAME, "shape": [1, len(image)], "datatype": "UINT8"}
+        image_input["parameters"] = {"binary_data_size": len(image)}
+        return binary_request(self.infer_path, [image_input], [CLASSES_OUTPUT, PROBABILITIES_OUTPUT], image)
+
+
+class KServeTarget(ServingTarget):
+    """What both KServe targets share; subclasses pick the protocol and its model-readiness URL."""
+
+    official_image = KSERVE_OFFLINE_IMAGE.tag
+    official_gpu_image = KSERVE_OFFLINE_IMAGE.tag
+    offline_image = KSERVE_OFFLINE_IMAGE
+    ports = {"http": 8080, "grpc": 8081}
+    model_repo_folder = "kserve"
+    #: KServe's per-model histograms on the REST port: the time in ``Model.predict`` (decode,
+    #: preprocess and inference here), not KServe's own request parsing before it.
+    server_metrics = ServerMetricsSpec(
+        requests="request_predict_seconds_count",
+        compute=("request_predict_seconds_sum",),
+        unit_ms=1000.0,
+        url_role="http",
+    )
+    #: The protocol's own model-readiness path, formatted with ``model``.
+    model_ready_path: ClassVar[str]
+
+    def prepare_model_repo(self, folder: Path) -> None:
+        from ..model.export import copy_preprocess
+        from ..model.tf_export import export_saved_model
+
+        copy_preprocess(folder)
+        export_saved_model(folder / self.model_name / "saved_model", self.model_name)
+
+    def command(self) -> list[str]:
+        return [
+            "python3",
+            f"{self.model_mount}/{SERVER_SCRIPT}",
+            f"--model_name={self.model_name}",
+            f"--model_dir={self.model_mount}/{self.model_name}/saved_model",
+            f"--http_port={self.ports['http']}",
+            f"--grpc_port={self.ports['grpc']}",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        # TensorFlow's C++ INFO lines (CPU features, thread pools) drown the server's own log.
+        return {"TF_CPP_MIN_LOG_LEVEL": "1"}
+
+    def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
+        server = probe(session, f"{endpoint.base_url}/v2/health/ready")
+        model = probe(session, endpoint.base_url + self.model_ready_path.format(model=self.model_name))
+        return bool(server is not None and server.ok and model is not None and model.ok)
+
+    def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
+        response = probe(session, f"{endpoint.base_url}/v2")
+        if response is None or not response.ok:
+            return "unknown"
+        metadata = response.json()
+        return f"{metadata.get('name', 'kserve')} {metadata.get('version', 'unknown')}"
+
+
+class KServe(KServeTarget):
+    name = "kserve"
+    model_ready_path = "/v2/models/{model}/ready"
+
+    def protocol(self) -> Protocol:
+        return KServeV2Protocol(self.model_name)
+
+
+class KServeV1(KServeTarget):
+    name = "kserve-v1"
+    model_ready_path = "/v1/models/{model}"
+
+    def protocol(self) -> Protocol:
+        return V1ImageProtocol(self.model_name)
