@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -85,20 +86,31 @@ def pytest_configure_node(node) -> None:
     node.workerinput["serving_loadgroup"] = node.config.option.dist == "loadgroup"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the group markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep only the built-in load tests of the selected --serving-load mode; group tests by target."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None]:
+    """Keep only the built-in load tests of the selected --serving-load mode; mark each test's target
+    for xdist before it reads the groups; then, after pytest's own reordering, run each target's
+    tests together so its server boots once."""
     mode = session.state(config).settings.load.mode
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("serving_load_suite")
         (drop if marker and marker.args[0] != mode else keep).append(item)
-        target = getattr(item, "callspec", None) and item.callspec.params.get("serving_target_name")
+        target = target_of(item)
         if target:
             item.add_marker(pytest.mark.xdist_group(f"serving-{target}"))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    yield
+    order = {name: index for index, name in enumerate(selected_targets(session.state(config).settings))}
+    # Within a target: module by module, each test function's parameters together, in definition order.
+    items.sort(key=lambda item: (order.get(target_of(item), -1), str(item.path), item.location[1]))
+
+
+def target_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("serving_target_name") if callspec else None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

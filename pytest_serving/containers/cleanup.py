@@ -68,6 +68,8 @@ def _chain(signum: int, previous: object) -> Callable[[int, FrameType | None], N
         if callable(previous):
             previous(received, frame)
         else:
-            raise SystemExit(128 + signum)
+            # Like Ctrl-C: pytest stops the session and runs every teardown (SystemExit would only
+            # fail the current test and carry on).
+            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     return handler

@@ -41,6 +41,8 @@ def test_interrupting_a_run_removes_its_container(tmp_path, offline_image, docke
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTEST_SERVING_SESSION_ID": session_id},
+        # A shell that starts a job in the background makes it ignore SIGINT; a terminal user's does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300
@@ -71,6 +73,8 @@ def test_imagefolder_layout_gives_the_same_kind_of_result(pytester, offline_imag
         f"--serving-samples={folder}",
         f"--serving-classes={shared_samples / 'classes.tsv'}",
         f"--serving-report={pytester.path / 'out'}",
+        "-m",
+        "serving_contract",
     )
     outcomes = result.parseoutcomes()
     assert result.ret == pytest.ExitCode.OK
