@@ -176,7 +176,8 @@ class ServingLoad:
         """The sweep's phase runner; keeps each phase's server metrics under ``id(stats)`` for its level."""
 
         def run(base_url: str, requests: list[HttpRequest], phase: LoadPhase, **_: Any) -> PhaseStats:
-            stats, server = self._measure(base_url, requests, phase)
+            # A fresh server has its own tokens (TorchServe): encode for the endpoint being loaded.
+            stats, server = self._measure(base_url, load_requests(self._endpoints[base_url], self.samples), phase)
             server_metrics[id(stats)] = server
             self._record(
                 stats.to_dict(),

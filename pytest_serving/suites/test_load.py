@@ -15,6 +15,7 @@ def test_smoke(serving_load):
 
 
 @pytest.mark.serving_load_suite("sweep")
+@pytest.mark.serving_load(max_failure_rate=0.01)
 def test_sweep(serving_load, serving_sweep_scenario):
     result = serving_load.sweep(scenario=serving_sweep_scenario)
     unmeasured = [level.level_key for level in result.levels if level.n == 0]
