@@ -35,7 +35,16 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from loopback import GENERATOR_CPU, DelayServer, command_line, load_average, machine_line, on_cpu, pinned
+from loopback import (
+    GENERATOR_CPU,
+    DelayServer,
+    add_realtime_option,
+    command_line,
+    load_average,
+    machine_line,
+    on_cpu,
+    pinned,
+)
 
 from pytest_serving.load import LoadPhase, RawSamples, run_phase
 from pytest_serving.protocols.base import HttpRequest
@@ -194,12 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the server's delays and of the open loop")
     parser.add_argument("--rates", default="500,1000,2000,4000", help="constant open-loop rates of the schedule table")
     parser.add_argument("--schedule-duration", type=float, default=5.0, help="measured seconds per schedule rate")
-    parser.add_argument(
-        "--realtime",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run server and clients under the FIFO real-time scheduler (chrt --fifo), out of other processes' way",
-    )
+    add_realtime_option(parser)
     args = parser.parse_args(argv)
 
     def closed(users: int) -> LoadPhase:

@@ -36,6 +36,7 @@ from pathlib import Path
 from loopback import (
     GENERATOR_CPU,
     SERVER_CPU,
+    add_realtime_option,
     command_line,
     core_times,
     idle_share,
@@ -152,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=12.0, help="measured seconds per client run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window (Locust clients)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of all clients; the median is reported")
-    parser.add_argument(
-        "--realtime",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run server and clients under the FIFO real-time scheduler (chrt --fifo), out of other processes' way",
-    )
+    add_realtime_option(parser)
     args = parser.parse_args(argv)
 
     print(f"Start: {machine_line()}")

@@ -59,6 +59,16 @@ http {{
 """
 
 
+def add_realtime_option(parser: argparse.ArgumentParser) -> None:
+    """``--realtime/--no-realtime``: every benchmark runs server and clients the same way."""
+    parser.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run server and clients under the FIFO real-time scheduler (chrt --fifo), out of other processes' way",
+    )
+
+
 def pinned(cpu: int, argv: Sequence[str], realtime: bool = False) -> list[str]:
     """``argv`` run on one CPU core only, and under the FIFO scheduler if ``realtime`` (its children inherit both)."""
     scheduler = ["chrt", "--fifo", str(REALTIME_PRIORITY)] if realtime else []

@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 
 import numpy as np
-from loopback import GENERATOR_CPU, DelayServer, command_line, load_average, machine_line, on_cpu
+from loopback import GENERATOR_CPU, DelayServer, add_realtime_option, command_line, load_average, machine_line, on_cpu
 
 from pytest_serving.load import LoadPhase, run_phase
 from pytest_serving.protocols.base import HttpRequest
@@ -68,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=5.0, help="service time outside stalls")
     parser.add_argument("--stall-s", type=float, default=1.0)
     parser.add_argument("--period-s", type=float, default=10.0)
-    parser.add_argument(
-        "--realtime",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run server and engine under the FIFO real-time scheduler (chrt --fifo), out of other processes' way",
-    )
+    add_realtime_option(parser)
     args = parser.parse_args(argv)
     if args.duration % args.period_s:
         parser.error("--duration must be a whole number of --period-s, or the true figures do not apply")

@@ -20,16 +20,13 @@ from pytest_serving.model.preprocess import (
     softmax,
     top_k,
 )
+from pytest_serving.robustness.images import encode
 
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation 6: the stored pixels must be turned 90 degrees clockwise to stand upright.
 ROTATE_CLOCKWISE = 6
 
 
-def encode(image: Image.Image, image_format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
 
 
 def png_declaring(width: int, height: int) -> bytes:
