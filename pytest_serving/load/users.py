@@ -7,16 +7,18 @@ samples to ``<out_dir>/raw-<worker index>.npz`` when the test stops. The master
 of a distributed run sends nothing; it only ends the run after warmup + duration.
 
 ``ClosedLoopUser``: one user = one connection sending back to back (or paced).
+Locust spawns the users (at the spawn rate, spread over the workers); each
+hands its connection to the process's ``multiplexer.Multiplexer``, whose one
+epoll loop sends for every user of the process, and waits until it is done.
 ``OpenLoopUser``: one per process; it spawns a greenlet per scheduled arrival,
 up to the process's share of the in-flight cap, so the schedule never waits for
-the server (no coordinated omission).
+the server (no coordinated omission); each send takes an idle
+``connection.KeepAliveConnection`` (https closed-loop users use one too).
 
-Users send through geventhttpclient's ``HTTPClient`` (the connection pool under
-Locust's ``FastHttpUser``) rather than through ``FastHttpSession``: the engine
-records every request itself, and Locust's per-request statistics, cookie jar,
-URL parsing and redirect handling would halve the rate one process can send.
-Requests go out exactly as given (no cookies, no redirects followed, no added
-``Accept-Encoding``).
+Each request is encoded to bytes once per process and an answer is read only
+as far as its status and its end, so the engine's own cost per request stays
+small (see docs/benchmarks.md). Requests go out exactly as given (no cookies,
+no redirects followed, no added ``Accept-Encoding``).
 """
 
 from __future__ import annotations
@@ -25,20 +27,19 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from http.client import HTTPException
 from pathlib import Path
 
 import gevent
 from gevent.pool import Pool
-from geventhttpclient import URL, HTTPClient
 from locust import User, events, log, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from pytest_serving.load.connection import Endpoint, KeepAliveConnection
+from pytest_serving.load.multiplexer import Flow, Multiplexer
 from pytest_serving.load.phase import RunPlan, arrival_offsets
 from pytest_serving.load.stats import SampleRecorder
-from pytest_serving.protocols.base import HttpRequest
 
 # How long after the measured window closes the run is stopped, so that workers,
 # which start a few milliseconds after the master, finish their own window.
@@ -58,6 +59,9 @@ class ProcessRun:
         self.started_at = time.time() + self.phase.warmup
         self.recorder = SampleRecorder()
         self._user_ordinals = itertools.count()
+        self._wire_requests: list[bytes] | None = None
+        self._connections: list[KeepAliveConnection] = []
+        self._multiplexer: Multiplexer | None = None
 
     def window_offset(self, perf_time: float) -> float:
         """Seconds since the measured window opened (negative during warmup)."""
@@ -76,12 +80,39 @@ class ProcessRun:
         if self.measured(ended_offset):
             self.recorder.completed(ended_offset)
 
-    def requests_for_new_user(self) -> Iterator[HttpRequest]:
-        """The request list cycled from a different start for every user of every process."""
+    def requests_for_new_user(self, endpoint: Endpoint) -> Iterator[bytes]:
+        """The encoded request list cycled from a different start for every user of every process."""
+        if self._wire_requests is None:
+            self._wire_requests = [endpoint.encode(request) for request in self.plan.requests]
         ordinal = next(self._user_ordinals) * self.phase.process_count + self.process_index
-        requests = self.plan.requests
+        requests = self._wire_requests
         start = ordinal % len(requests)
         return itertools.cycle(requests[start:] + requests[:start])
+
+    @property
+    def window_closes(self) -> float:
+        return self.window_opens + self.phase.duration
+
+    def multiplexer(self, endpoint: Endpoint) -> Multiplexer:
+        """The process's one sending loop for closed-loop users, started with the first of them."""
+        if self._multiplexer is None:
+            self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished)
+            gevent.spawn(self._multiplexer.run, self.window_closes).link_exception(_report_greenlet_crash)
+        return self._multiplexer
+
+    def new_connection(self, endpoint: Endpoint) -> KeepAliveConnection:
+        connection = KeepAliveConnection(endpoint, self.phase.request_timeout)
+        self._connections.append(connection)
+        return connection
+
+    def watch_timeouts(self) -> None:
+        """Abort overdue requests ten times per request timeout (at most every second): connections have no socket timeout."""
+        interval = min(1.0, self.phase.request_timeout / 10)
+        while True:
+            gevent.sleep(interval)
+            now = time.perf_counter()
+            for connection in self._connections:
+                connection.expire_if_overdue(now)
 
     def save(self, cpu_warning: bool) -> None:
         path = Path(self.plan.out_dir) / f"raw-{self.process_index}.npz"
@@ -90,36 +121,15 @@ class ProcessRun:
 
 _run: ProcessRun | None = None
 _plan_unreadable = False
-# A crash in a send greenlet would lose its sample silently; this logs it and fails the process.
-_report_send_crash = log.greenlet_exception_logger(logging.getLogger(__name__))
+# A crash in a send or watchdog greenlet would go unnoticed; this logs it and fails the process.
+logger = logging.getLogger(__name__)
+_report_greenlet_crash = log.greenlet_exception_logger(logger)
 
 
 def current_run() -> ProcessRun:
     if _run is None:
         raise RuntimeError("no load phase has started in this Locust process")
     return _run
-
-
-class Connections:
-    """Up to ``size`` keep-alive connections to the base URL; request paths are taken relative to its path."""
-
-    def __init__(self, base_url: str, size: int, timeout: float) -> None:
-        url = URL(base_url)
-        self.client = HTTPClient.from_url(
-            url, concurrency=size, connection_timeout=timeout, network_timeout=timeout, insecure=True
-        )
-        self.path_prefix = url.path.rstrip("/")
-
-    def send(self, request: HttpRequest) -> int | str:
-        """Send one request and read its answer; its HTTP status, or the name of the error that left it without one."""
-        try:
-            with self.client.request(
-                request.method, self.path_prefix + request.path, request.body, request.headers
-            ) as response:
-                response.read()
-                return response.status_code
-        except (OSError, HTTPException) as error:
-            return type(error).__name__
 
 
 @events.init_command_line_parser.add_listener
@@ -134,11 +144,13 @@ def _start(environment: Environment, **_kwargs) -> None:
     try:
         plan = RunPlan.read(environment.parsed_options.serving_plan)
     except (OSError, ValueError, KeyError, TypeError):
-        logging.exception("pytest-serving cannot read its run plan; quitting")
+        logger.exception("pytest-serving cannot read its run plan; quitting")
         _plan_unreadable = True
         gevent.spawn(runner.quit)
         return
     _run = ProcessRun(plan, process_index=runner.worker_index if isinstance(runner, WorkerRunner) else 0)
+    if not isinstance(runner, MasterRunner):
+        gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
     if not isinstance(runner, WorkerRunner):
         gevent.spawn_later(plan.phase.warmup + plan.phase.duration + STOP_MARGIN_S, runner.quit)
 
@@ -157,39 +169,65 @@ def _exit_code(environment: Environment, **_kwargs) -> None:
 
 
 class ClosedLoopUser(User):
-    """Sends the next request as soon as the previous one answered, on one connection."""
+    """Sends the next request as soon as the previous one answered (or at its pace), on one connection."""
+
+    # While a user waits for its flow to finish (at most the request timeout after the window).
+    POLL_S = 0.01
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         run = current_run()
-        self.connections = Connections(self.host, 1, run.phase.request_timeout)
+        self.endpoint = Endpoint(self.host)
         self.phase_run = run
-        self.requests = run.requests_for_new_user()
+        self.requests = run.requests_for_new_user(self.endpoint)
         self.period_s = 1.0 / run.phase.user_rate if run.phase.user_rate else 0.0
-        self.task_started = 0.0
-
-    def wait_time(self) -> float:
-        return max(0.0, self.period_s - (time.perf_counter() - self.task_started))
 
     @task
-    def send_next(self) -> None:
-        self.task_started = started = time.perf_counter()
-        if self.phase_run.window_offset(started) >= self.phase_run.phase.duration:
-            raise StopUser()
-        self.phase_run.finished(started, self.connections.send(next(self.requests)))
+    def send_until_the_window_closes(self) -> None:
+        run = self.phase_run
+        if self.endpoint.tls:
+            self.send_over_tls()
+        else:
+            flow = Flow(self.requests, run.window_closes, self.period_s)
+            run.multiplexer(self.endpoint).add(flow)
+            gevent.sleep(max(0.0, run.window_closes - time.perf_counter()))
+            while not flow.finished:
+                gevent.sleep(self.POLL_S)
+        raise StopUser()
+
+    def send_over_tls(self) -> None:
+        run, connection, requests = self.phase_run, self.phase_run.new_connection(self.endpoint), self.requests
+        while (started := time.perf_counter()) < run.window_closes:
+            run.finished(started, connection.send(next(requests)))
+            if self.period_s:
+                gevent.sleep(max(0.0, self.period_s - (time.perf_counter() - started)))
+        connection.close()
 
 
 class OpenLoopUser(User):
-    """Sends this process's share of the arrival schedule, whatever the server's pace."""
+    """Sends this process's share of the arrival schedule, whatever the server's pace.
+
+    gevent's timers wake up to a millisecond late (the event loop's poll
+    granularity), and latency counts from the due time, so the lateness would be
+    reported as the server's. The user therefore sleeps until shortly before a
+    send is due and then yields to the other greenlets until it is: a spin of at
+    most ``MAX_SPIN_S``, shrunk at high rates so it never costs more than
+    ``SPIN_SHARE`` of the interval between sends.
+    """
+
+    MAX_SPIN_S = 0.002
+    SPIN_SHARE = 0.1
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         run = current_run()
         phase = run.phase
         self.in_flight_cap = max(1, phase.max_in_flight // phase.process_count)
-        self.connections = Connections(self.host, self.in_flight_cap, phase.request_timeout)
+        self.endpoint = Endpoint(self.host)
+        self.idle_connections: list[KeepAliveConnection] = []
         self.phase_run = run
-        self.requests = run.requests_for_new_user()
+        self.requests = run.requests_for_new_user(self.endpoint)
+        self.spin_s = min(self.MAX_SPIN_S, self.SPIN_SHARE * phase.process_count / phase.rate)
 
     @task
     def send_schedule(self) -> None:
@@ -199,18 +237,31 @@ class OpenLoopUser(User):
         )
         in_flight = Pool(self.in_flight_cap)
         for due in (run.started + offsets).tolist():
-            gevent.sleep(max(0.0, due - time.perf_counter()))
+            self.wait_until(due)
             if in_flight.full():
                 if run.measured(run.window_offset(due)):
                     run.recorder.dropped_sends += 1
                 continue
-            in_flight.spawn(self.send_due, due, next(self.requests)).link_exception(_report_send_crash)
+            in_flight.spawn(self.send_due, due, next(self.requests)).link_exception(_report_greenlet_crash)
         in_flight.join()
+        for connection in self.idle_connections:
+            connection.close()
         raise StopUser()
 
-    def send_due(self, due: float, request: HttpRequest) -> None:
+    def wait_until(self, due: float) -> None:
+        if (early := due - time.perf_counter() - self.spin_s) > 0:
+            gevent.sleep(early)
+        while time.perf_counter() < due:
+            gevent.sleep(0)
+
+    def send_due(self, due: float, wire: bytes) -> None:
         run = self.phase_run
         late = (time.perf_counter() - due) * 1000.0 > run.phase.late_threshold_ms
         if late and run.measured(run.window_offset(due)):
             run.recorder.late_sends += 1
-        run.finished(due, self.connections.send(request))
+        idle = self.idle_connections
+        connection = idle.pop() if idle else run.new_connection(self.endpoint)
+        try:
+            run.finished(due, connection.send(wire))
+        finally:
+            idle.append(connection)

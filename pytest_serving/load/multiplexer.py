@@ -1,0 +1,264 @@
+"""Many closed-loop connections on one epoll loop: the sending side of a Locust process's users.
+
+One greenlet per virtual user, each blocking on its own socket, costs a
+greenlet switch and an event-loop registration for every request; on one
+core that caps a process at a third of what a C load generator sends. Here
+each user is a ``Flow`` (its connection, its request cycle, its pace) and
+one loop drives them all: a batch of ready sockets is handled per wake-up, in
+plain non-blocking calls.
+
+It uses the raw ``_socket`` type and the original ``select.epoll``, which
+gevent leaves alone, and waits through ``select.select`` and ``time.sleep``,
+which gevent makes cooperative inside Locust; in a plain process they block,
+which is what the unit tests use. Plain HTTP only: TLS endpoints use
+``connection.KeepAliveConnection``.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import heapq
+import itertools
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+from gevent.monkey import get_original
+
+from pytest_serving.load.connection import RECEIVE_SIZE, AnswerReader, Endpoint, ProtocolError, RemoteDisconnected
+
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EPOLL_FAILED = select.EPOLLERR | select.EPOLLHUP
+# Errors after which a request that got no byte back on a kept-alive connection is sent again, once.
+STALE_CONNECTION_ERRORS = (RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+OnAnswer = Callable[[float, "int | str"], None]
+
+
+class Flow:
+    """One virtual user: sends ``requests`` one after another (at most one per ``period_s``) until ``closes``.
+
+    The flow ends when its window closes or its requests run out, whichever comes first.
+    """
+
+    def __init__(self, requests: Iterator[bytes], closes: float, period_s: float) -> None:
+        self.requests = requests
+        self.closes = closes
+        self.period_s = period_s
+        self.socket: _socket.socket | None = None
+        self.connecting = False
+        self.events = 0
+        self.reader = AnswerReader()
+        self.request = b""
+        self.wire = memoryview(b"")
+        self.started = 0.0
+        self.busy = False
+        self.retried = False
+        self.answered_on_socket = 0
+        self.finished = False
+
+
+class Multiplexer:
+    """Drives every ``Flow`` of one endpoint; ``on_answer(started, status or error name)`` gets each request."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float, on_answer: OnAnswer) -> None:
+        if endpoint.tls:
+            raise ValueError("the multiplexer speaks plain HTTP; use KeepAliveConnection for https")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._on_answer = on_answer
+        self._epoll = get_original("select", "epoll")()
+        # Written by ``add`` so that a loop asleep in its wait starts a new flow at once.
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, EPOLLIN)
+        self._flows: dict[int, Flow] = {}
+        self._active: list[Flow] = []
+        self._due: list[tuple[float, int, Flow]] = []
+        self._order = itertools.count()
+
+    def add(self, flow: Flow) -> None:
+        """Start a flow now (it sends its first request on the loop's next turn)."""
+        self._active.append(flow)
+        heapq.heappush(self._due, (time.perf_counter(), next(self._order), flow))
+        os.eventfd_write(self._wake_fd, 1)
+
+    def run(self, until: float) -> None:
+        """Drive the flows until ``until`` (perf_counter) has passed and every flow added has finished."""
+        # Resolved here, not in __init__: under gevent the lookup yields, and every user would start its own loop.
+        endpoint = self.endpoint
+        self._family, self._kind, self._protocol, _, self._address = socket.getaddrinfo(
+            endpoint.host, endpoint.port, 0, socket.SOCK_STREAM
+        )[0]
+        poll, due, clock = self._epoll.poll, self._due, time.perf_counter
+        check_every = min(1.0, self.timeout / 10)
+        next_check = clock() + check_every
+        try:
+            while True:
+                now = clock()
+                while due and due[0][0] <= now:
+                    self._begin(heapq.heappop(due)[2])
+                if now >= until and all(flow.finished for flow in self._active):
+                    return
+                events = poll(0)
+                if events:
+                    time.sleep(0)  # under gevent: let the process's other greenlets run
+                else:
+                    wake = min(next_check, due[0][0]) if due else next_check
+                    if now < until:
+                        wake = min(wake, until)
+                    select.select([self._epoll.fileno()], [], [], max(0.0, wake - now))
+                    events = poll(0)
+                for fd, mask in events:
+                    flow = self._flows.get(fd)
+                    if flow is not None:
+                        self._on_event(flow, mask)
+                    elif fd == self._wake_fd:
+                        os.eventfd_read(self._wake_fd)
+                if (now := clock()) >= next_check:
+                    next_check = now + check_every
+                    self._expire_overdue(now)
+        finally:
+            for flow in self._active:
+                flow.finished = True
+                self._close(flow)
+            self._epoll.close()
+            os.close(self._wake_fd)
+
+    def _begin(self, flow: Flow) -> None:
+        """Send the flow's next request, or finish it when its time or its requests are up."""
+        request = next(flow.requests, None) if time.perf_counter() < flow.closes else None
+        if request is None:
+            flow.finished = True
+            self._close(flow)
+            return
+        flow.request = request
+        flow.wire = memoryview(flow.request)
+        flow.retried = False
+        flow.reader.start()
+        flow.busy = True
+        flow.started = time.perf_counter()
+        self._send_or_connect(flow)
+
+    def _send_or_connect(self, flow: Flow) -> None:
+        if flow.socket is None:
+            self._connect(flow)
+        elif not flow.connecting:
+            self._write(flow)
+
+    def _connect(self, flow: Flow) -> None:
+        sock = _socket.socket(self._family, self._kind, self._protocol)
+        sock.setblocking(False)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        flow.socket, flow.connecting, flow.answered_on_socket = sock, True, 0
+        self._flows[sock.fileno()] = flow
+        code = sock.connect_ex(self._address)
+        if code not in (0, errno.EINPROGRESS):
+            self._fail(flow, _error_name(code))
+            return
+        self._watch(flow, EPOLLOUT)
+
+    def _on_event(self, flow: Flow, mask: int) -> None:
+        if flow.connecting:
+            code = flow.socket.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+            if code:
+                self._fail(flow, _error_name(code))
+                return
+            flow.connecting = False
+            self._write(flow)
+        elif mask & EPOLLOUT and flow.wire:
+            self._write(flow)
+        elif mask & (EPOLLIN | EPOLL_FAILED):
+            self._read(flow)
+
+    def _write(self, flow: Flow) -> None:
+        try:
+            while flow.wire:
+                sent = flow.socket.send(flow.wire)
+                flow.wire = flow.wire[sent:]
+        except BlockingIOError:
+            self._watch(flow, EPOLLIN | EPOLLOUT)
+            return
+        except OSError as error:
+            self._fail(flow, error)
+            return
+        self._watch(flow, EPOLLIN)
+
+    def _read(self, flow: Flow) -> None:
+        try:
+            data = flow.socket.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._fail(flow, error)
+            return
+        if not flow.busy:
+            self._close(flow)  # the server closed (or wrote to) an idle kept-alive connection
+            return
+        try:
+            complete = flow.reader.feed(data) if data else flow.reader.feed_eof()
+        except (ProtocolError, RemoteDisconnected) as error:
+            self._fail(flow, error)
+            return
+        if complete:
+            self._answered(flow, flow.reader.status)
+
+    def _answered(self, flow: Flow, outcome: int | str) -> None:
+        flow.busy = False
+        self._on_answer(flow.started, outcome)
+        if isinstance(outcome, int):
+            flow.answered_on_socket += 1
+            if not flow.reader.keep_alive:
+                self._close(flow)
+        next_send = flow.started + flow.period_s
+        if next_send > time.perf_counter() or isinstance(outcome, str):
+            # After a failure, on the loop's next turn: a server refusing at once must not recurse here.
+            heapq.heappush(self._due, (next_send, next(self._order), flow))
+        else:
+            self._begin(flow)
+
+    def _fail(self, flow: Flow, error: OSError | ProtocolError | str) -> None:
+        stale = (
+            isinstance(error, STALE_CONNECTION_ERRORS)
+            and flow.answered_on_socket > 0
+            and flow.reader.received == 0
+            and not flow.retried
+        )
+        self._close(flow)
+        if stale:
+            # A kept-alive connection the server closed while idle: send the request again, once.
+            flow.retried = True
+            flow.wire = memoryview(flow.request)
+            self._connect(flow)
+            return
+        self._answered(flow, error if isinstance(error, str) else type(error).__name__)
+
+    def _expire_overdue(self, now: float) -> None:
+        for flow in self._active:
+            if flow.busy and now - flow.started > self.timeout:
+                self._fail(flow, "TimeoutError")
+
+    def _watch(self, flow: Flow, events: int) -> None:
+        if flow.events == events:
+            return
+        if flow.events:
+            self._epoll.modify(flow.socket.fileno(), events)
+        else:
+            self._epoll.register(flow.socket.fileno(), events)
+        flow.events = events
+
+    def _close(self, flow: Flow) -> None:
+        if flow.socket is None:
+            return
+        self._flows.pop(flow.socket.fileno(), None)
+        if flow.events:
+            self._epoll.unregister(flow.socket.fileno())
+        flow.socket.close()
+        flow.socket, flow.connecting, flow.events = None, False, 0
+
+
+def _error_name(code: int) -> str:
+    """The exception name Python gives an errno, e.g. ConnectionRefusedError."""
+    return type(OSError(code, os.strerror(code))).__name__
