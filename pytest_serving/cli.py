@@ -1,12 +1,15 @@
-"""``pytest-serving``: set-up commands for machines without a registry, and cleanup."""
+"""``pytest-serving``: set-up commands for machines without a registry, cleanup, and the report check."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .containers.cleanup import remove_labelled
 from .deployment import EMBEDDED_MODEL_REPO
+from .report.html import REPORT_NAME
+from .report.render_check import BrowserMissing, check_report
 from .targets import TARGETS
 from .targets.base import TargetOptions
 
@@ -37,6 +40,24 @@ def export_model(names: list[str], model_name: str) -> int:
     return 0
 
 
+def check_rendered_report(path: Path, screenshot: Path | None) -> int:
+    """Open a report in headless Chromium and say whether every chart shows; exit 1 when one does not."""
+    report = path / REPORT_NAME if path.is_dir() else path
+    if not report.is_file():
+        print(f"no report at {report}", file=sys.stderr)
+        return 2
+    screenshot = screenshot or report.with_name(f"{report.stem}-screenshot.png")
+    try:
+        check = check_report(report, screenshot)
+    except BrowserMissing as missing:
+        print(missing, file=sys.stderr)
+        return 2
+    for problem in check.problems:
+        print(f"PROBLEM {problem}")
+    print(f"{report}: {check.visible} of {check.charts} chart(s) shown; screenshot: {check.screenshot}")
+    return 0 if check.ok else 1
+
+
 def _targets(names: list[str]) -> list[str]:
     if not names or names == ["all"]:
         return list(TARGETS)
@@ -56,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("targets", nargs="*", help="target names (default: all)")
     export.add_argument("--model", default="efficientnet_lite0")
     commands.add_parser("cleanup", help="remove every container pytest-serving started, from any session")
+    check = commands.add_parser("check-report", help="check in headless Chromium that report.html shows every chart")
+    check.add_argument("report", type=Path, help="the report directory (--serving-report) or its HTML file")
+    check.add_argument("--screenshot", type=Path, help="where to save the full-page screenshot")
     args = parser.parse_args(argv)
+    if args.command == "check-report":
+        return check_rendered_report(args.report, args.screenshot)
     if args.command == "build-images":
         return build_images(args.targets, args.rebuild)
     if args.command == "export-model":

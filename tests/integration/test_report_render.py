@@ -1,7 +1,8 @@
-"""report.html as a browser shows it: rendered from a two-target study, screenshotted by headless Chromium.
+"""report.html as a browser shows it: rendered from a two-target study, checked in headless Chromium.
 
 The results are built in the test with the load engine's own statistics code (fast, no
-server); the page must open offline and the browser must paint its charts.
+server); the page must open offline and the browser must show every chart
+(``pytest-serving check-report``, which checks a real run's report the same way).
 """
 
 from __future__ import annotations
@@ -9,22 +10,21 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
-import subprocess
-from html.parser import HTMLParser
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pytest_serving.cli import main
 from pytest_serving.correctness import CorrectnessSummary
 from pytest_serving.load.phase import LoadPhase
 from pytest_serving.load.stats import RawSamples, summarize
 from pytest_serving.load.sweep import SweepLevel
 from pytest_serving.report.html import render_report
+from pytest_serving.report.render_check import BrowserMissing, check_report, find_browser, image_sources
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-INSTALL = "apt-get install -y chromium"
 #: matplotlib's first two line colours, which only the charts use on the page.
 CHART_COLOURS = ((31, 119, 180), (255, 127, 14))
 LEVELS = (10, 20, 30, 40, 50)
@@ -77,52 +77,68 @@ def study_results() -> dict:
 
 
 def browser() -> str:
-    for name in BROWSERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    reason = f"headless Chromium not found ({', '.join(BROWSERS)}): {INSTALL}"
-    if os.environ.get("PYTEST_SERVING_STRICT"):
-        pytest.fail(f"{reason} [PYTEST_SERVING_STRICT is set]", pytrace=False)
-    pytest.skip(reason)
+    try:
+        return find_browser()
+    except BrowserMissing as missing:
+        if os.environ.get("PYTEST_SERVING_STRICT"):
+            pytest.fail(f"{missing} [PYTEST_SERVING_STRICT is set]", pytrace=False)
+        pytest.skip(str(missing))
 
 
-class ImageSources(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.sources += [value for name, value in attrs if name == "src"]
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory) -> Path:
+    return render_report(study_results(), tmp_path_factory.mktemp("study"))
 
 
-def test_report_opens_offline_and_the_browser_paints_its_charts(tmp_path):
-    chromium = browser()
-    report = render_report(study_results(), tmp_path / "report")
-    parser = ImageSources()
-    parser.feed(report.read_text())
+def test_report_is_self_contained(study_report):
+    sources = image_sources(study_report.read_text())
     # Both scenarios overlaid, per target its panels and its time breakdown.
-    assert len(parser.sources) == 6
-    for source in parser.sources:
+    assert len(sources) == 6
+    for source in sources:
         assert source.startswith("data:image/png;base64,")
         assert Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).size[0] >= 700
+    assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", study_report.read_text())
 
-    screenshot = tmp_path / "report.png"
-    completed = subprocess.run(
-        [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={screenshot}", "--window-size=1400,3000", report.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )  # fmt: skip
-    assert screenshot.is_file(), f"no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
-    pixels = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
-    assert pixels.shape == (3000, 1400, 3)
-    assert (pixels.sum(axis=2) < 600).mean() > 0.02, "the page looks blank"
+
+def test_the_browser_shows_every_chart(study_report, tmp_path):
+    check = check_report(study_report, tmp_path / "screenshot.png", browser())
+    assert check.problems == []
+    assert (check.charts, check.visible) == (6, 6)
+    pixels = np.asarray(Image.open(check.screenshot).convert("RGB")).astype(int)
+    assert pixels.shape[1] == 1400 and pixels.shape[0] > 3000  # the whole page, not the first screen
     for colour in CHART_COLOURS:
         close = (np.abs(pixels - np.array(colour)).sum(axis=2) < 40).sum()
         assert close > 500, f"chart colour {colour} painted on {close} pixels only: the charts did not render"
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda html: html.replace("base64,", "base64,AAAA", 1), "could not decode"),
+        (
+            lambda html: html.replace("<img class='chart'", "<img class='chart' style='visibility:hidden'", 1),
+            "look like",
+        ),
+        (lambda html: html.replace("<img class='chart'", "<img class='chart' style='width:40px'", 1), "shown at 40x"),
+    ],
+    ids=["corrupt data", "hidden", "shrunk"],
+)
+def test_the_check_sees_a_chart_that_does_not_show(study_report, tmp_path, damage, problem):
+    damaged = tmp_path / "report.html"
+    damaged.write_text(damage(study_report.read_text()))
+    check = check_report(damaged, tmp_path / "screenshot.png", browser())
+    assert not check.ok
+    assert check.visible == 5
+    assert len(check.problems) == 1 and problem in check.problems[0], check.problems
+
+
+def test_check_report_command_exit_status(study_report, tmp_path, capsys):
+    browser()
+    assert main(["check-report", str(study_report.parent), "--screenshot", str(tmp_path / "good.png")]) == 0
+    assert "6 of 6 chart(s) shown" in capsys.readouterr().out
+    damaged = tmp_path / "damaged.html"
+    damaged.write_text(study_report.read_text().replace("base64,", "base64,AAAA", 1))
+    assert main(["check-report", str(damaged)]) == 1
+    assert "PROBLEM chart 1: the browser could not decode the image" in capsys.readouterr().out
+    assert (tmp_path / "damaged-screenshot.png").is_file()
+    assert main(["check-report", str(tmp_path / "nowhere")]) == 2
