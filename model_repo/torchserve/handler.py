@@ -49,7 +49,7 @@ class ImageClassifierHandler:
                 valid.append((index, serving_preprocess.preprocess(_image_bytes(request))))
             except serving_preprocess.InvalidImage as error:
                 responses[index] = _error(context, index, 400, "InvalidImage", str(error))
-            except Exception as error:  # A fault of ours on one input must not fail its batch mates.
+            except Exception as error:  # noqa: BLE001 - a fault of ours on one input must not fail its batch mates.
                 message = f"cannot preprocess the image: {type(error).__name__}: {error}"
                 responses[index] = _error(context, index, 500, "InternalServerException", message)
         if valid:

@@ -127,9 +127,20 @@ def _bootstrap(tag: str, log: Log) -> None:
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         try:
             imported = subprocess.run(
-                ["docker", "import", "--change", f'LABEL {PROJECT_LABEL}="{PROJECT}"',
-                 "--change", 'CMD ["bash"]', "-", tag],
-                stdin=tar.stdout, capture_output=True, text=True, check=False,
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    f'LABEL {PROJECT_LABEL}="{PROJECT}"',
+                    "--change",
+                    'CMD ["bash"]',
+                    "-",
+                    tag,
+                ],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+                check=False,
             )
         finally:
             tar.stdout.close()
@@ -191,7 +202,7 @@ def extract_wheel_files(wheel: Path, members: Iterable[tuple[str, str]], rootfs:
         files = [info for info in archive.infolist() if not info.is_dir()]
         for source, destination in members:
             if source.endswith("/"):
-                chosen = [(info, info.filename[len(source):]) for info in files if info.filename.startswith(source)]
+                chosen = [(info, info.filename[len(source) :]) for info in files if info.filename.startswith(source)]
             else:
                 chosen = [(info, PurePosixPath(source).name) for info in files if info.filename == source]
             if not chosen:
@@ -232,8 +243,18 @@ def _download_once(dest: Path, downloads: list[list[str]]) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     for args in downloads:
-        command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-                   "--progress-bar", "off", "--dest", str(dest), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "--dest",
+            str(dest),
+            *args,
+        ]
         _run(command, "pip download " + " ".join(args))
     stamp.write_text(wanted)
 
@@ -246,7 +267,7 @@ def _run(command: list[str], what: str) -> None:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

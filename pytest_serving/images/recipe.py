@@ -97,8 +97,10 @@ def render_dockerfile(recipe: OfflineImage) -> str:
     lines = [
         f"FROM {recipe.base}",
         f'LABEL {PROJECT_LABEL}="{PROJECT}"',
-        "ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "
-        "PIP_ROOT_USER_ACTION=ignore",
+        (
+            "ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "
+            "PIP_ROOT_USER_ACTION=ignore"
+        ),
     ]
     packages = apt_packages(recipe)
     if packages:
@@ -111,10 +113,7 @@ def render_dockerfile(recipe: OfflineImage) -> str:
         lines.append(f"COPY {ROOTFS}/ /")
     if recipe.installs_wheels:
         lines.append(f"ARG {WHEELS_URL_ARG}")
-        pip = (
-            "RUN python3 -m pip install --break-system-packages --no-index "
-            f'--find-links "${WHEELS_URL_ARG}"'
-        )
+        pip = f'RUN python3 -m pip install --break-system-packages --no-index --find-links "${WHEELS_URL_ARG}"'
         for requirements, extra in ((recipe.wheels, ""), (recipe.wheels_no_deps, " --no-deps")):
             if requirements:
                 specs = " ".join(shlex.quote(install_spec(r)) for r in requirements)

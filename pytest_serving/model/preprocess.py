@@ -51,7 +51,7 @@ def decode(data: bytes) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidImage(f"image too large: {error}") from None
-    except Exception as error:  # Pillow raises many types for broken files; all mean "not decodable".
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for broken files; all mean "not decodable".
         raise InvalidImage(f"cannot decode image: {type(error).__name__}: {error}") from None
 
 
@@ -77,8 +77,8 @@ def preprocess_image(image: Image.Image) -> np.ndarray:
     else:
         size = (int(RESIZE_SHORTER_SIDE * width / height), RESIZE_SHORTER_SIDE)
     image = image.resize(size, Image.BILINEAR)
-    left = int(round((size[0] - CROP_SIZE) / 2.0))
-    top = int(round((size[1] - CROP_SIZE) / 2.0))
+    left = round((size[0] - CROP_SIZE) / 2.0)
+    top = round((size[1] - CROP_SIZE) / 2.0)
     image = image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - MEAN) / STD

@@ -249,7 +249,7 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
         Case(
             f"pixel-flood-{PIXEL_FLOOD_SIDE}x{PIXEL_FLOOD_SIDE}",
             f"A complete, valid {PIXEL_FLOOD_SIDE}x{PIXEL_FLOOD_SIDE} PNG of a few hundred KiB: "
-            f"{PIXEL_FLOOD_SIDE ** 2 / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx limit.",
+            f"{PIXEL_FLOOD_SIDE**2 / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx limit.",
             "reject",
             FAMILIES,
             rejected_by="decoder",

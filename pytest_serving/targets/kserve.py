@@ -64,7 +64,7 @@ class KServeTarget(ServingTarget):
     official_image = KSERVE_OFFLINE_IMAGE.tag
     official_gpu_image = KSERVE_OFFLINE_IMAGE.tag
     offline_image = KSERVE_OFFLINE_IMAGE
-    ports = {"http": 8080, "grpc": 8081}
+    ports: ClassVar[dict[str, int]] = {"http": 8080, "grpc": 8081}
     model_repo_folder = "kserve"
     #: KServe's per-model histograms on the REST port: the time in ``Model.predict`` (decode,
     #: preprocess and inference here), not KServe's own request parsing before it.

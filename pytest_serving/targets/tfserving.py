@@ -11,6 +11,7 @@ the gRPC PredictionService on the ``grpc`` port with the same tensor.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -26,7 +27,7 @@ class TFServing(ServingTarget):
     name = "tfserving"
     official_image = f"tensorflow/serving:{TFSERVING_VERSION}"
     official_gpu_image = f"tensorflow/serving:{TFSERVING_VERSION}-gpu"
-    ports = {"http": 8501, "grpc": 8500}
+    ports: ClassVar[dict[str, int]] = {"http": 8501, "grpc": 8500}
     model_repo_folder = "tfserving"
 
     def prepare_model_repo(self, folder: Path) -> None:

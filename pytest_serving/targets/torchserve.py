@@ -27,6 +27,7 @@ import sys
 import tempfile
 from importlib.metadata import version as installed_version
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -98,7 +99,7 @@ class TorchServe(ServingTarget):
     official_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-cpu"
     official_gpu_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-gpu"
     offline_image = TORCHSERVE_OFFLINE_IMAGE
-    ports = {"http": 8080, "management": 8081, "metrics": 8082}
+    ports: ClassVar[dict[str, int]] = {"http": 8080, "management": 8081, "metrics": 8082}
     model_repo_folder = "torchserve"
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
@@ -111,10 +112,16 @@ class TorchServe(ServingTarget):
 
     def command(self) -> list[str]:
         command = [
-            "torchserve", "--start", "--foreground", "--ncs",
-            "--model-store", self.model_mount,
-            "--ts-config", f"{self.model_mount}/{SERVER_CONFIG}",
-            "--models", f"{self.model_name}={self.model_name}.mar",
+            "torchserve",
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--model-store",
+            self.model_mount,
+            "--ts-config",
+            f"{self.model_mount}/{SERVER_CONFIG}",
+            "--models",
+            f"{self.model_name}={self.model_name}.mar",
         ]
         return command if self.auth else [*command, "--disable-token-auth"]
 
@@ -229,15 +236,30 @@ def build_model_archive(folder: Path, model_name: str) -> Path:
         return archive
     with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-archive-") as scratch:
         command = [
-            sys.executable, "-m", "model_archiver.model_packaging",
-            "--model-name", model_name, "--version", "1.0",
-            "--serialized-file", str(serialized), "--handler", str(handler),
-            "--extra-files", str(preprocess), "--config-file", str(model_config),
-            "--export-path", scratch, "--force",
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            model_name,
+            "--version",
+            "1.0",
+            "--serialized-file",
+            str(serialized),
+            "--handler",
+            str(handler),
+            "--extra-files",
+            str(preprocess),
+            "--config-file",
+            str(model_config),
+            "--export-path",
+            scratch,
+            "--force",
         ]
         # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps
         # concurrent builds (pytest-xdist workers) out of each other's way.
-        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch})
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch}, check=False
+        )
         built = Path(scratch) / f"{model_name}.mar"
         if result.returncode != 0 or not built.is_file():
             raise ModelArchiveError(f"torch-model-archiver failed (exit {result.returncode}): {result.stderr[-2000:]}")

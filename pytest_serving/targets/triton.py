@@ -19,6 +19,7 @@ through the onnxruntime wheel) and the local response cache.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -81,7 +82,7 @@ class Triton(ServingTarget):
     official_image = "nvcr.io/nvidia/tritonserver:24.10-py3"
     official_gpu_image = "nvcr.io/nvidia/tritonserver:24.10-py3"
     offline_image = TRITON_OFFLINE_IMAGE
-    ports = {"http": 8000, "grpc": 8001, "metrics": 8002}
+    ports: ClassVar[dict[str, int]] = {"http": 8000, "grpc": 8001, "metrics": 8002}
     model_repo_folder = "triton"
 
     @property

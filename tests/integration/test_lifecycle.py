@@ -42,7 +42,7 @@ def test_interrupting_a_run_removes_its_container(tmp_path, offline_image, docke
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTEST_SERVING_SESSION_ID": session_id},
         # A shell that starts a job in the background makes it ignore SIGINT; a terminal user's does not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads yet
     )
     try:
         deadline = time.monotonic() + 300

@@ -126,10 +126,12 @@ def test_auth_off_is_an_explicit_choice_the_server_honours(pytester, offline_ima
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider",
+        "-p",
+        "no:cacheprovider",
         "--serving=torchserve",
         f"--serving-image=torchserve={offline_image('torchserve')}",
         "--serving-torchserve-auth=off",
-        "-k", "test_no_key_is_needed",
+        "-k",
+        "test_no_key_is_needed",
     )
     result.assert_outcomes(passed=1)

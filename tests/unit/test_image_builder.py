@@ -37,8 +37,10 @@ def test_wheels_bring_python_and_pip_and_install_from_the_served_folder() -> Non
     assert "--no-install-recommends curl python3 python3-pip \\" in dockerfile
     pip_lines = [line for line in _lines(dockerfile) if "pip install" in line]
     assert pip_lines == [
-        'RUN python3 -m pip install --break-system-packages --no-index --find-links "$WHEELS_URL" '
-        "numpy==1.26.4 'pillow>=10'"
+        (
+            'RUN python3 -m pip install --break-system-packages --no-index --find-links "$WHEELS_URL" '
+            "numpy==1.26.4 'pillow>=10'"
+        )
     ]
     # The port of the wheel server changes every build: apt must come before the ARG to stay cached.
     assert dockerfile.index("apt-get install") < dockerfile.index("ARG WHEELS_URL") < dockerfile.index("pip install")
@@ -77,8 +79,8 @@ def test_slug_is_a_file_name() -> None:
 def test_triton_recipe_takes_the_stub_of_the_images_python_and_checks_linking() -> None:
     (source,) = TRITON_OFFLINE_IMAGE.wheel_files
     stubs = [path for path, _ in source.members if "python_backend_stubs" in path]
-    assert stubs == [f"pytriton/tritonserver/python_backend_stubs/{TRITON_OFFLINE_IMAGE.python_version}/"
-                     "triton_python_backend_stub"]
+    stub_folder = f"pytriton/tritonserver/python_backend_stubs/{TRITON_OFFLINE_IMAGE.python_version}/"
+    assert stubs == [stub_folder + "triton_python_backend_stub"]
     dockerfile = render_dockerfile(TRITON_OFFLINE_IMAGE)
     assert "ldd /opt/tritonserver/bin/tritonserver" in dockerfile
     assert "grep 'not found'" in dockerfile
@@ -144,8 +146,13 @@ def test_mirror_ignores_files_apt_ignores_and_falls_back(tmp_path: Path) -> None
 def _wheel(tmp_path: Path) -> Path:
     wheel = tmp_path / "server-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        for name, mode in [("pkg/bin/server", 0o100777), ("pkg/bin/tool", 0o100755), ("pkg/lib/a.so", 0o100644),
-                           ("pkg/stubs/3.11/stub", 0o100755), ("pkg/stubs/3.12/stub", 0o100755)]:
+        for name, mode in [
+            ("pkg/bin/server", 0o100777),
+            ("pkg/bin/tool", 0o100755),
+            ("pkg/lib/a.so", 0o100644),
+            ("pkg/stubs/3.11/stub", 0o100755),
+            ("pkg/stubs/3.12/stub", 0o100755),
+        ]:
             info = zipfile.ZipInfo(name)
             info.external_attr = mode << 16
             archive.writestr(info, name)

@@ -27,8 +27,6 @@ EXIF_ORIENTATION = 0x0112
 ROTATE_CLOCKWISE = 6
 
 
-
-
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG of a few dozen bytes whose header claims width x height 8-bit grey pixels."""
 
@@ -37,10 +35,7 @@ def png_declaring(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(64)))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
     )
 
 

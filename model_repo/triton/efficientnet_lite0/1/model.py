@@ -35,9 +35,7 @@ class TritonPythonModel:
         options.intra_op_num_threads = _intra_op_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        self.session = onnxruntime.InferenceSession(
-            str(model_file), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def execute(self, requests: list) -> list:
@@ -48,9 +46,10 @@ class TritonPythonModel:
                 valid.append((index, _images(request)))
             except InvalidInput as error:
                 responses[index] = _error(str(error), pb_utils.TritonError.INVALID_ARG)
-            except Exception as error:  # A fault of ours on one input must not fail its batch mates.
-                responses[index] = _error(f"cannot preprocess IMAGE: {type(error).__name__}: {error}",
-                                          pb_utils.TritonError.INTERNAL)
+            except Exception as error:  # noqa: BLE001 - a fault of ours on one input must not fail its batch mates.
+                responses[index] = _error(
+                    f"cannot preprocess IMAGE: {type(error).__name__}: {error}", pb_utils.TritonError.INTERNAL
+                )
         if valid:
             batch = np.concatenate([images for _, images in valid])
             (logits,) = self.session.run(None, {self.input_name: batch})
