@@ -64,7 +64,8 @@ class ResultsStore:
             yield self._memory
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+        # Hidden: the report folder is for people; the lock only serialises pytest-xdist workers.
+        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             results = self.read()
             yield results

@@ -13,7 +13,8 @@ def test_nested_set_and_append_are_on_disk_at_once(tmp_path):
     on_disk = json.loads(path.read_text())
     assert on_disk["targets"]["triton"]["correctness"] == {"top1": 0.9}
     assert [entry["users"] for entry in on_disk["targets"]["triton"]["load"]] == [10, 20]
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    # Only results.json shows in the report folder: no temporary file, the lock hidden.
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) == ["results.json"]
 
 
 def _append_many(path, worker):
