@@ -70,9 +70,10 @@ class ProcessRun:
     def measured(self, offset_s: float) -> bool:
         return 0.0 <= offset_s < self.phase.duration
 
-    def finished(self, due: float, outcome: int | str) -> None:
-        """A request due at ``due`` (perf_counter time) just ended: keep it and its answer time if in the window."""
-        ended = time.perf_counter()
+    def finished(self, due: float, outcome: int | str, ended: float | None = None) -> None:
+        """A request due at ``due`` ended at ``ended`` (perf_counter times; default now): keep it if in the window."""
+        if ended is None:
+            ended = time.perf_counter()
         due_offset = self.window_offset(due)
         if self.measured(due_offset):
             self.recorder.record(due_offset, (ended - due) * 1000.0, outcome)

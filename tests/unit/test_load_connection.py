@@ -293,9 +293,12 @@ def test_reader_refuses_malformed_answers(answer):
 def run_flows(server_url: str, flows: list[Flow], timeout: float = 2.0) -> list[tuple[float, int | str]]:
     """Drive the flows to their end; (send time, outcome) of every request."""
     answers: list[tuple[float, int | str]] = []
-    multiplexer = Multiplexer(
-        Endpoint(server_url), timeout, lambda started, outcome: answers.append((started, outcome))
-    )
+
+    def on_answer(started: float, outcome: int | str, ended: float) -> None:
+        assert started < ended <= time.perf_counter()
+        answers.append((started, outcome))
+
+    multiplexer = Multiplexer(Endpoint(server_url), timeout, on_answer)
     for flow in flows:
         multiplexer.add(flow)
     multiplexer.run(time.perf_counter())
@@ -378,7 +381,9 @@ def test_multiplexer_refused_connections_fail_without_piling_up():
 def test_flow_added_while_the_loop_waits_starts_at_once():
     server = ScriptedServer([[OK], [OK]])
     answers: list[tuple[float, int | str]] = []
-    multiplexer = Multiplexer(Endpoint(server.url), 30.0, lambda started, outcome: answers.append((started, outcome)))
+    multiplexer = Multiplexer(
+        Endpoint(server.url), 30.0, lambda started, outcome, ended: answers.append((started, outcome))
+    )
     multiplexer.add(flow(1))
     late = flow(1)
     added = threading.Timer(0.2, multiplexer.add, [late])
@@ -391,4 +396,4 @@ def test_flow_added_while_the_loop_waits_starts_at_once():
 
 def test_multiplexer_refuses_tls():
     with pytest.raises(ValueError, match="plain HTTP"):
-        Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome: None)
+        Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended: None)
