@@ -11,13 +11,14 @@ import atexit
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
 import docker
 
 from .. import PROJECT_LABEL
-from .labels import PID_LABEL, PROJECT, SESSION_ID, SESSION_LABEL
+from .labels import INSTANCE_LABEL, PID_LABEL, PROJECT, SESSION_ID, SESSION_LABEL
 
 _lock = threading.Lock()
 _installed = False
@@ -29,6 +30,10 @@ def remove_labelled(session_id: str | None = SESSION_ID, pid: int | None = None)
     labels = [f"{SESSION_LABEL}={session_id}" if session_id else f"{PROJECT_LABEL}={PROJECT}"]
     if pid is not None:
         labels.append(f"{PID_LABEL}={pid}")
+    return _remove_matching(labels)
+
+
+def _remove_matching(labels: list[str]) -> list[str]:
     try:
         client = docker.from_env()
     except docker.errors.DockerException:
@@ -43,6 +48,16 @@ def remove_labelled(session_id: str | None = SESSION_ID, pid: int | None = None)
                 pass
     client.close()
     return removed
+
+
+def remove_instance(instance: str, wait_s: float = 0.0, poll_s: float = 0.5) -> list[str]:
+    """Remove the container labelled ``instance``, waiting up to ``wait_s`` for the daemon to create it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        removed = _remove_matching([f"{INSTANCE_LABEL}={instance}"])
+        if removed or time.monotonic() >= deadline:
+            return removed
+        time.sleep(poll_s)
 
 
 def remove_own() -> list[str]:

@@ -11,15 +11,18 @@ PROJECT = "pytest-serving"
 SESSION_LABEL = "io.pytest-serving.session"
 TARGET_LABEL = "io.pytest-serving.target"
 PID_LABEL = "io.pytest-serving.pid"
+#: One id per container, known before Docker answers: finds a container whose creation was interrupted.
+INSTANCE_LABEL = "io.pytest-serving.instance"
 
 #: One id per pytest process tree; xdist workers inherit it through the environment.
 SESSION_ID = os.environ.setdefault("PYTEST_SERVING_SESSION_ID", uuid.uuid4().hex[:12])
 
 
-def container_labels(target: str) -> dict[str, str]:
+def container_labels(target: str, instance: str) -> dict[str, str]:
     return {
         PROJECT_LABEL: PROJECT,
         SESSION_LABEL: SESSION_ID,
         TARGET_LABEL: target,
         PID_LABEL: str(os.getpid()),
+        INSTANCE_LABEL: instance,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,16 @@ from pathlib import Path
 import docker
 import requests
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.exceptions import ContainerStartException
 
 from ..targets.base import Endpoint, ServingTarget
-from .cleanup import install_handlers
+from .cleanup import install_handlers, remove_instance
 from .labels import container_labels
 
 LOG_TAIL_LINES = 60
 LOOPBACK = "127.0.0.1"
+#: After an interrupted docker run, how long the daemon may still take to create the container.
+CREATE_GRACE_S = 5.0
 
 
 class ServerStartError(RuntimeError):
@@ -29,6 +33,7 @@ class ServingContainer(DockerContainer):
     def __init__(self, target: ServingTarget, image: str, model_folder: Path | None) -> None:
         super().__init__(image)
         self.target = target
+        self.instance = uuid.uuid4().hex
         self.with_command(target.command())
         for key, value in target.environment().items():
             self.with_env(key, value)
@@ -37,7 +42,15 @@ class ServingContainer(DockerContainer):
             self.ports[f"{port}/tcp"] = (LOOPBACK, None)
         if model_folder is not None:
             self.with_volume_mapping(str(model_folder.resolve()), target.model_mount, "ro")
-        self.with_kwargs(**container_options(target))
+        self.with_kwargs(**container_options(target, self.instance))
+
+    def created(self) -> bool:
+        """Whether Docker handed back this container (a failed or interrupted docker run does not)."""
+        try:
+            self.get_wrapped_container()
+        except ContainerStartException:
+            return False
+        return True
 
     def endpoint(self) -> Endpoint:
         docker_api = self.get_docker_client().client.api
@@ -72,9 +85,9 @@ class ServingContainer(DockerContainer):
             return "removed"
 
 
-def container_options(target: ServingTarget) -> dict:
+def container_options(target: ServingTarget, instance: str) -> dict:
     """docker-py create() options: labels, and a GPU device request only when asked for."""
-    options: dict = {"labels": container_labels(target.name)}
+    options: dict = {"labels": container_labels(target.name, instance)}
     gpus = target.options.gpus
     if gpus:
         count = -1 if gpus == "all" else int(gpus)
@@ -114,6 +127,13 @@ def running_server(
     try:
         container.start()
         yield container, wait_until_ready(container, startup_timeout)
+    except BaseException as error:
+        if not container.created():
+            # docker run did not hand back a container: its start failed after the create, or a
+            # signal interrupted the call while the daemon was still creating it.
+            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+            remove_instance(container.instance, wait_s=CREATE_GRACE_S if interrupted else 0.0)
+        raise
     finally:
         try:
             container.stop(force=True)

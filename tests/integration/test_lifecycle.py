@@ -7,11 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 
 import pytest
 
-from pytest_serving.containers.labels import SESSION_LABEL
+from pytest_serving.containers.labels import SESSION_LABEL, TARGET_LABEL
+from pytest_serving.containers.server import ServingContainer, running_server
+from pytest_serving.targets.base import TargetOptions
+from pytest_serving.targets.triton import Triton
 
 
 def session_containers(docker_client, session_id):
@@ -30,6 +35,44 @@ def test_a_server_that_fails_to_start_shows_its_log_and_leaves_no_container(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*container log tail*", "*efficientnet_lite0*"])
     assert session_containers(docker_client, session_id) == []
+
+
+def unique_target(command: list[str]) -> Triton:
+    """Triton's container spec under a name of its own, running ``command``."""
+    target_class = type("Probe", (Triton,), {"name": f"probe-{uuid.uuid4().hex[:8]}", "command": lambda self: command})
+    return target_class(TargetOptions())
+
+
+def target_containers(docker_client, target):
+    return docker_client.containers.list(all=True, filters={"label": f"{TARGET_LABEL}={target.name}"})
+
+
+def test_a_container_created_but_not_started_is_removed(offline_image, docker_client):
+    target = unique_target(["/no/such/server"])  # Docker creates the container, then cannot start it
+    with pytest.raises(Exception, match="no/such/server"), running_server(target, offline_image("triton"), None, 30):
+        pass
+    assert target_containers(docker_client, target) == []
+
+
+def test_a_container_the_daemon_creates_after_an_interrupt_is_removed(offline_image, docker_client, monkeypatch):
+    """Ctrl-C while docker run is in flight: the daemon may finish creating the container afterwards."""
+    target, image = unique_target(["sleep", "600"]), offline_image("triton")
+
+    late_create: list[threading.Timer] = []
+
+    def interrupted_start(container: ServingContainer) -> None:
+        labels = container._kwargs["labels"]
+        late_create.append(
+            threading.Timer(1.0, docker_client.containers.create, [image, ["sleep", "600"]], {"labels": labels})
+        )
+        late_create[0].start()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ServingContainer, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt), running_server(target, image, None, 30):
+        pass
+    late_create[0].join()
+    assert target_containers(docker_client, target) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -39,7 +39,7 @@ def existing_triton(docker_client, offline_image) -> Iterator[tuple[str, Contain
         detach=True,
         ports={http_port: ("127.0.0.1", None)},
         volumes={str(folder.resolve()): {"bind": Triton.model_mount, "mode": "ro"}},
-        labels=container_labels(Triton.name),
+        labels=container_labels(Triton.name, instance="started-outside-pytest"),
     )
     try:
         container.reload()
