@@ -142,3 +142,32 @@ def test_check_report_command_exit_status(study_report, tmp_path, capsys):
     assert "PROBLEM chart 1: the browser could not decode the image" in capsys.readouterr().out
     assert (tmp_path / "damaged-screenshot.png").is_file()
     assert main(["check-report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_real_sweep_report_shows_every_chart(pytester, offline_image, session_id, tmp_path):
+    """The acceptance command in small: a sweep on two real servers, both scenarios, then the browser check."""
+    chromium = browser()
+    for target in ("triton", "kserve"):
+        offline_image(target)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider",
+        "--serving=triton,kserve-v1",
+        "--serving-load=sweep",
+        "--serving-sweep-levels=1,2",
+        "--serving-sweep-duration=2",
+        "--serving-sweep-warmup=1",
+        "--serving-report=out",
+        "-k", "test_sweep",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    assert result.parseoutcomes()["passed"] == 4  # two targets × fresh and warm
+    report = pytester.path / "out" / "report.html"
+    check = check_report(report, tmp_path / "screenshot.png", chromium)
+    assert check.problems == []
+    # Fresh and warm overlaid for all targets, per target its panels, and Triton's time breakdown
+    # (KServe reports its predict time but no server total, so it gets none).
+    assert check.charts == check.visible == 5
+    assert sorted(path.name for path in (pytester.path / "out" / "charts").glob("all-targets-*.png")) == [
+        "all-targets-fresh-users.png",
+        "all-targets-warm-users.png",
+    ]
