@@ -41,9 +41,10 @@ class LoadPhase:
     measured. ``workers=0`` runs one Locust process; ``workers=N`` runs Locust's
     distributed mode with one master and N workers. ``timeout`` bounds every
     Locust process (default: warmup + duration + request_timeout + a startup margin).
-    Measured sends are cut into ``window``-second windows; the phase is stable
-    when the last ``stability_windows`` windows' p95 and rps all lie within
-    ``stability_tolerance`` of their mean.
+    Measured sends are cut into windows of at least ``window`` seconds, longer
+    where needed to hold about 50 requests each (while ``stability_windows`` of
+    them still fit); the phase is stable when the last ``stability_windows``
+    windows' p95 and rps all lie within ``stability_tolerance`` of their mean.
     """
 
     users: int | None = None

@@ -184,6 +184,10 @@ class LatencySummary:
         return cls(p50, p90, p95, p99, float(latency_ms.max()), float(latency_ms.mean()), float(latency_ms.min()))
 
 
+#: A window's p95 and rate compare only with enough requests in it (perf_analyzer measures 50 at least).
+MIN_WINDOW_REQUESTS = 50
+
+
 @dataclass(frozen=True)
 class Window:
     """Requests due within one window of the measured phase, and answers that arrived in it (``rps``)."""
@@ -214,6 +218,14 @@ def windows_of(samples: RawSamples, duration_s: float, window_s: float) -> tuple
     return tuple(windows)
 
 
+def stability_window_s(duration_s: float, window_s: float, last: int, n: int) -> float:
+    """The stability windows' length: at least ``window_s``, long enough to hold about
+    ``MIN_WINDOW_REQUESTS`` of the phase's ``n`` requests, short enough for ``last`` windows to fit."""
+    if n == 0:
+        return window_s
+    return max(window_s, min(duration_s * MIN_WINDOW_REQUESTS / n, duration_s / last))
+
+
 def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tuple[bool, str]:
     """Whether the last ``last`` windows agree (p95 and rps each within ``tolerance`` of their mean), and why."""
     if len(windows) < last:
@@ -235,7 +247,10 @@ def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tupl
             f"{name} {min(values):.4g}-{max(values):.4g}{unit} {'within' if agrees else 'beyond'} ±{tolerance:.0%}"
         )
     verdict = "stable" if stable else "unstable"
-    return stable, f"{verdict} over the last {last} windows: " + ", ".join(findings)
+    length = f" of {tail[1].start_s - tail[0].start_s:.3g} s" if last > 1 else ""
+    few = min(window.n for window in tail)
+    caveat = f" (only {few} requests in a window: p95 and rate are coarse)" if few < MIN_WINDOW_REQUESTS else ""
+    return stable, f"{verdict} over the last {last} windows{length}: " + ", ".join(findings) + caveat
 
 
 @dataclass(frozen=True)
@@ -277,7 +292,8 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
     n = int(samples.code.size)
     success = is_success(samples.code)
     failures = n - int(success.sum())
-    windows = windows_of(samples, phase.duration, phase.window)
+    window_s = stability_window_s(phase.duration, phase.window, phase.stability_windows, n)
+    windows = windows_of(samples, phase.duration, window_s)
     stable, stability = stability_of(windows, phase.stability_windows, phase.stability_tolerance)
     return PhaseStats(
         level=phase.level_key,
