@@ -1,11 +1,18 @@
-"""Many closed-loop connections on one epoll loop: the sending side of a Locust process's users.
+"""Many connections on one epoll loop: the sending side of a Locust process's users.
 
 One greenlet per virtual user, each blocking on its own socket, costs a
 greenlet switch and an event-loop registration for every request; on one
 core that caps a process at a third of what a C load generator sends. Here
-each user is a ``Flow`` (its connection, its request cycle, its pace) and
-one loop drives them all: a batch of ready sockets is handled per wake-up, in
-plain non-blocking calls.
+each closed-loop user is a ``Flow`` (its connection, its request cycle, its
+pace), an open loop is a ``Schedule`` (send times, and a pool of flows that
+take the sends), and one loop drives them all: a batch of ready sockets is
+handled per wake-up, in plain non-blocking calls.
+
+Sends due at a set time (paced users, the open loop's schedule) would start
+up to a millisecond late if the loop slept until then (timer granularity),
+and an open loop counts latency from the due time. So the loop stops sleeping
+shortly before a send is due and polls until it is: at most ``MAX_SPIN_S``,
+shrunk at high rates to ``SPIN_SHARE`` of the interval between sends.
 
 It uses the raw ``_socket`` type and the original ``select.epoll``, which
 gevent leaves alone, and waits through ``select.select`` and ``time.sleep``,
@@ -37,6 +44,8 @@ STALE_CONNECTION_ERRORS = (RemoteDisconnected, ConnectionResetError, BrokenPipeE
 
 #: Called with (send time, HTTP status or error name, answer time), perf_counter seconds.
 OnAnswer = Callable[[float, "int | str", float], None]
+MAX_SPIN_S = 0.002
+SPIN_SHARE = 0.1
 
 
 class Flow:
@@ -60,6 +69,49 @@ class Flow:
         self.retried = False
         self.answered_on_socket = 0
         self.finished = False
+        self.schedule: Schedule | None = None
+
+
+class Schedule:
+    """Open loop: one send due at each of ``due_times`` (perf_counter, ascending), whatever the server's pace.
+
+    A send takes an idle connection of the schedule's pool, or opens one while
+    fewer than ``max_in_flight`` exist; when all are busy it is dropped
+    (``on_dropped(due)``). A send starting over ``late_s`` after its due time is
+    late (``on_late(due)``). Latency counts from the due time.
+    """
+
+    def __init__(
+        self,
+        due_times: list[float],
+        requests: Iterator[bytes],
+        max_in_flight: int,
+        late_s: float,
+        on_late: Callable[[float], None],
+        on_dropped: Callable[[float], None],
+    ) -> None:
+        self.due_times = due_times
+        self.requests = requests
+        self.max_in_flight = max_in_flight
+        self.late_s = late_s
+        self.on_late = on_late
+        self.on_dropped = on_dropped
+        self.sent = 0
+        self.pool: list[Flow] = []
+        self.idle: list[Flow] = []
+
+    @property
+    def spin_s(self) -> float:
+        return spin_window_s(self.due_times)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.sent >= len(self.due_times)
+
+    @property
+    def finished(self) -> bool:
+        """Every send made and answered (or failed)."""
+        return self.exhausted and not any(flow.busy for flow in self.pool)
 
 
 class Multiplexer:
@@ -82,13 +134,23 @@ class Multiplexer:
         self._epoll.register(self._wake_fd, EPOLLIN)
         self._flows: dict[int, Flow] = {}
         self._active: list[Flow] = []
-        self._due: list[tuple[float, int, Flow]] = []
+        self._due: list[tuple[float, int, Flow | Schedule]] = []
         self._order = itertools.count()
+        self._schedules: list[Schedule] = []
+        self._spin_s = 0.0
 
     def add(self, flow: Flow) -> None:
         """Start a flow now (it sends its first request on the loop's next turn)."""
         self._active.append(flow)
         heapq.heappush(self._due, (time.perf_counter(), next(self._order), flow))
+        os.eventfd_write(self._wake_fd, 1)
+
+    def add_schedule(self, schedule: Schedule) -> None:
+        """Start an open loop: its sends go out at their due times."""
+        self._schedules.append(schedule)
+        self._spin_s = max(self._spin_s, schedule.spin_s)
+        if schedule.due_times:
+            heapq.heappush(self._due, (schedule.due_times[0], next(self._order), schedule))
         os.eventfd_write(self._wake_fd, 1)
 
     def run(self, until: float) -> None:
@@ -105,8 +167,12 @@ class Multiplexer:
             while True:
                 now = clock()
                 while due and due[0][0] <= now:
-                    self._begin(heapq.heappop(due)[2])
-                if now >= until and all(flow.finished for flow in self._active):
+                    due_time, _, item = heapq.heappop(due)
+                    if isinstance(item, Schedule):
+                        self._send_scheduled(item, due_time)
+                    else:
+                        self._begin(item)
+                if now >= until and self._all_finished():
                     return
                 events = poll(0)
                 if events:
@@ -115,7 +181,10 @@ class Multiplexer:
                     wake = min(next_check, due[0][0]) if due else next_check
                     if now < until:
                         wake = min(wake, until)
-                    select.select([self._epoll.fileno()], [], [], max(0.0, wake - now))
+                    if due and due[0][0] - now <= self._spin_s:
+                        time.sleep(0)  # due very soon: poll again rather than oversleep
+                    else:
+                        select.select([self._epoll.fileno()], [], [], max(0.0, wake - self._spin_s - now))
                     events = poll(0)
                 ready_at = clock()
                 for fd, mask in events:
@@ -133,6 +202,34 @@ class Multiplexer:
                 self._close(flow)
             self._epoll.close()
             os.close(self._wake_fd)
+
+    def _all_finished(self) -> bool:
+        closed_loops = all(flow.finished for flow in self._active if flow.schedule is None)
+        return closed_loops and all(schedule.finished for schedule in self._schedules)
+
+    def _send_scheduled(self, schedule: Schedule, due_time: float) -> None:
+        schedule.sent += 1
+        if not schedule.exhausted:
+            heapq.heappush(self._due, (schedule.due_times[schedule.sent], next(self._order), schedule))
+        if schedule.idle:
+            flow = schedule.idle.pop()
+        elif len(schedule.pool) < schedule.max_in_flight:
+            flow = Flow(schedule.requests, schedule.due_times[-1], 0.0)
+            flow.schedule = schedule
+            schedule.pool.append(flow)
+            self._active.append(flow)
+        else:
+            schedule.on_dropped(due_time)
+            return
+        if time.perf_counter() - due_time > schedule.late_s:
+            schedule.on_late(due_time)
+        flow.request = next(schedule.requests)
+        flow.wire = memoryview(flow.request)
+        flow.retried = False
+        flow.reader.start()
+        flow.busy = True
+        flow.started = due_time  # latency counts from the schedule, not from when the send began
+        self._send_or_connect(flow)
 
     def _begin(self, flow: Flow) -> None:
         """Send the flow's next request, or finish it when its time or its requests are up."""
@@ -219,6 +316,9 @@ class Multiplexer:
             flow.answered_on_socket += 1
             if not flow.reader.keep_alive:
                 self._close(flow)
+        if flow.schedule is not None:
+            flow.schedule.idle.append(flow)
+            return
         next_send = flow.started + flow.period_s
         if next_send > time.perf_counter() or isinstance(outcome, str):
             # After a failure, on the loop's next turn: a server refusing at once must not recurse here.
@@ -264,6 +364,12 @@ class Multiplexer:
             self._epoll.unregister(flow.socket.fileno())
         flow.socket.close()
         flow.socket, flow.connecting, flow.events = None, False, 0
+
+
+def spin_window_s(due_times: list[float]) -> float:
+    """How long before a due send to stop sleeping and poll: ``SPIN_SHARE`` of the mean interval, at most ``MAX_SPIN_S``."""
+    span = due_times[-1] - due_times[0] if len(due_times) > 1 else 1.0
+    return min(MAX_SPIN_S, SPIN_SHARE * span / max(1, len(due_times) - 1))
 
 
 def _error_name(code: int) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gevent
@@ -37,7 +37,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
-from pytest_serving.load.multiplexer import Flow, Multiplexer
+from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
 from pytest_serving.load.phase import RunPlan, arrival_offsets
 from pytest_serving.load.stats import SampleRecorder
 
@@ -100,6 +100,16 @@ class ProcessRun:
             self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished)
             gevent.spawn(self._multiplexer.run, self.window_closes).link_exception(_report_greenlet_crash)
         return self._multiplexer
+
+    def count_late(self, due: float) -> None:
+        """A send due at ``due`` started late: counted if due in the window."""
+        if self.measured(self.window_offset(due)):
+            self.recorder.late_sends += 1
+
+    def count_dropped(self, due: float) -> None:
+        """A send due at ``due`` found every connection busy: counted if due in the window."""
+        if self.measured(self.window_offset(due)):
+            self.recorder.dropped_sends += 1
 
     def new_connection(self, endpoint: Endpoint) -> KeepAliveConnection:
         connection = KeepAliveConnection(endpoint, self.phase.request_timeout)
@@ -169,11 +179,19 @@ def _exit_code(environment: Environment, **_kwargs) -> None:
     environment.process_exit_code = EXIT_CODE_USER_ERROR if broken else 0
 
 
+# While a user waits for its sends to finish (at most the request timeout after the window).
+DONE_POLL_S = 0.01
+
+
+def wait_until_done(run: ProcessRun, done: Callable[[], bool]) -> None:
+    """Sleep through the measured window, then until ``done()``: Locust stops a user only between tasks."""
+    gevent.sleep(max(0.0, run.window_closes - time.perf_counter()))
+    while not done():
+        gevent.sleep(DONE_POLL_S)
+
+
 class ClosedLoopUser(User):
     """Sends the next request as soon as the previous one answered (or at its pace), on one connection."""
-
-    # While a user waits for its flow to finish (at most the request timeout after the window).
-    POLL_S = 0.01
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -191,9 +209,7 @@ class ClosedLoopUser(User):
         else:
             flow = Flow(self.requests, run.window_closes, self.period_s)
             run.multiplexer(self.endpoint).add(flow)
-            gevent.sleep(max(0.0, run.window_closes - time.perf_counter()))
-            while not flow.finished:
-                gevent.sleep(self.POLL_S)
+            wait_until_done(run, lambda: flow.finished)
         raise StopUser()
 
     def send_over_tls(self) -> None:
@@ -208,16 +224,11 @@ class ClosedLoopUser(User):
 class OpenLoopUser(User):
     """Sends this process's share of the arrival schedule, whatever the server's pace.
 
-    gevent's timers wake up to a millisecond late (the event loop's poll
-    granularity), and latency counts from the due time, so the lateness would be
-    reported as the server's. The user therefore sleeps until shortly before a
-    send is due and then yields to the other greenlets until it is: a spin of at
-    most ``MAX_SPIN_S``, shrunk at high rates so it never costs more than
-    ``SPIN_SHARE`` of the interval between sends.
+    The schedule goes to the process's multiplexer, whose pool of connections
+    takes each send at its due time. Over https, a greenlet per send takes an
+    idle ``KeepAliveConnection``; it sleeps until shortly before each due time
+    and then yields until it is (gevent's timers wake up to a millisecond late).
     """
-
-    MAX_SPIN_S = 0.002
-    SPIN_SHARE = 0.1
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -225,10 +236,8 @@ class OpenLoopUser(User):
         phase = run.phase
         self.in_flight_cap = max(1, phase.max_in_flight // phase.process_count)
         self.endpoint = Endpoint(self.host)
-        self.idle_connections: list[KeepAliveConnection] = []
         self.phase_run = run
         self.requests = run.requests_for_new_user(self.endpoint)
-        self.spin_s = min(self.MAX_SPIN_S, self.SPIN_SHARE * phase.process_count / phase.rate)
 
     @task
     def send_schedule(self) -> None:
@@ -236,31 +245,44 @@ class OpenLoopUser(User):
         offsets = arrival_offsets(
             phase.rate, phase.arrival, phase.warmup + phase.duration, phase.seed, run.process_index, phase.process_count
         )
-        in_flight = Pool(self.in_flight_cap)
-        for due in (run.started + offsets).tolist():
-            self.wait_until(due)
-            if in_flight.full():
-                if run.measured(run.window_offset(due)):
-                    run.recorder.dropped_sends += 1
-                continue
-            in_flight.spawn(self.send_due, due, next(self.requests)).link_exception(_report_greenlet_crash)
-        in_flight.join()
-        for connection in self.idle_connections:
-            connection.close()
+        due_times = (run.started + offsets).tolist()
+        if self.endpoint.tls:
+            self.send_over_tls(due_times)
+        else:
+            schedule = Schedule(
+                due_times,
+                self.requests,
+                self.in_flight_cap,
+                phase.late_threshold_ms / 1000.0,
+                on_late=run.count_late,
+                on_dropped=run.count_dropped,
+            )
+            run.multiplexer(self.endpoint).add_schedule(schedule)
+            wait_until_done(run, lambda: schedule.finished)
         raise StopUser()
 
-    def wait_until(self, due: float) -> None:
-        if (early := due - time.perf_counter() - self.spin_s) > 0:
-            gevent.sleep(early)
-        while time.perf_counter() < due:
-            gevent.sleep(0)
-
-    def send_due(self, due: float, wire: bytes) -> None:
+    def send_over_tls(self, due_times: list[float]) -> None:
         run = self.phase_run
-        late = (time.perf_counter() - due) * 1000.0 > run.phase.late_threshold_ms
-        if late and run.measured(run.window_offset(due)):
-            run.recorder.late_sends += 1
-        idle = self.idle_connections
+        spin_s = spin_window_s(due_times)
+        idle: list[KeepAliveConnection] = []
+        in_flight = Pool(self.in_flight_cap)
+        for due in due_times:
+            if (early := due - time.perf_counter() - spin_s) > 0:
+                gevent.sleep(early)
+            while time.perf_counter() < due:
+                gevent.sleep(0)
+            if in_flight.full():
+                run.count_dropped(due)
+                continue
+            in_flight.spawn(self.send_due, due, next(self.requests), idle).link_exception(_report_greenlet_crash)
+        in_flight.join()
+        for connection in idle:
+            connection.close()
+
+    def send_due(self, due: float, wire: bytes, idle: list[KeepAliveConnection]) -> None:
+        run = self.phase_run
+        if (time.perf_counter() - due) * 1000.0 > run.phase.late_threshold_ms:
+            run.count_late(due)
         connection = idle.pop() if idle else run.new_connection(self.endpoint)
         try:
             run.finished(due, connection.send(wire))

@@ -1,5 +1,8 @@
 """The load engine against a real loopback HTTP server, with real Locust processes (about 30 s in all)."""
 
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +61,41 @@ def server_url():
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tls_server_url(tmp_path_factory):
+    """The same server behind TLS with a self-signed certificate (the engine does not check certificates)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found (apt-get install -y openssl): needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    key, certificate = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server = QuietServer(("127.0.0.1", 0), DelayingHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [LoadPhase(users=2, duration=1.5, warmup=0.5), LoadPhase(rate=20.0, arrival="constant", duration=1.5, warmup=0.5)],
+    ids=["closed loop", "open loop"],
+)
+def test_https_targets_are_loaded_too(tls_server_url, phase):
+    stats = run_phase(tls_server_url, [OK], phase)
+    assert stats.n > 0
+    assert stats.status_counts == {"200": stats.n}
+    assert stats.latency.min >= DELAY_S * 1000
 
 
 def test_closed_loop_measures_latency_and_status_counts(server_url):

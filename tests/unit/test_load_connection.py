@@ -20,7 +20,7 @@ from pytest_serving.load.connection import (
     RemoteDisconnected,
     encode_request,
 )
-from pytest_serving.load.multiplexer import Flow, Multiplexer
+from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule
 from pytest_serving.protocols.base import HttpRequest
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -397,3 +397,51 @@ def test_flow_added_while_the_loop_waits_starts_at_once():
 def test_multiplexer_refuses_tls():
     with pytest.raises(ValueError, match="plain HTTP"):
         Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended: None)
+
+
+# The open loop's schedule on the multiplexer.
+
+
+def run_schedule(server_url: str, offsets_s: list[float], max_in_flight: int = 8, late_s: float = 0.01):
+    """Run a schedule starting now; (latencies from the due times in ms, outcomes, late dues, dropped dues)."""
+    answers: list[tuple[float, int | str]] = []
+    late: list[float] = []
+    dropped: list[float] = []
+    start = time.perf_counter()
+    due_times = [start + offset for offset in offsets_s]
+    schedule = Schedule(due_times, itertools.repeat(GET), max_in_flight, late_s, late.append, dropped.append)
+    multiplexer = Multiplexer(
+        Endpoint(server_url), 5.0, lambda started, outcome, ended: answers.append(((ended - started) * 1000, outcome))
+    )
+    multiplexer.add_schedule(schedule)
+    multiplexer.run(time.perf_counter())
+    assert schedule.finished
+    return answers, [due - start for due in late], [due - start for due in dropped]
+
+
+def test_schedule_sends_on_time_and_reuses_its_connections():
+    server = ScriptedServer([[OK] * 10])
+    # 100 ms: this checks the mechanism, not the timing (benchmarks/accuracy.py measures that).
+    answers, late, dropped = run_schedule(server.url, [0.05 * k for k in range(10)], late_s=0.1)
+    server.thread.join(5)
+    assert [outcome for _, outcome in answers] == [200] * 10
+    assert late == dropped == []
+    assert [len(requests) for requests in server.requests] == [10]  # one connection was always enough
+    assert max(latency for latency, _ in answers) < 100
+
+
+def test_schedule_counts_latency_from_the_due_time_and_late_sends():
+    server = ScriptedServer([[OK] * 3] * 3)
+    answers, late, _ = run_schedule(server.url, [-0.5, -0.2, 0.1])  # two sends already overdue
+    assert [round(offset, 1) for offset in late] == [-0.5, -0.2]
+    fastest, middle, slowest = sorted(latency for latency, _ in answers)
+    assert fastest < 100 <= 200 <= middle < 300 and 500 <= slowest < 600
+
+
+def test_schedule_drops_sends_when_every_connection_is_busy():
+    slow = [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", b"x"]  # answers take PAUSE (50 ms) to finish
+    server = ScriptedServer([[slow], [slow]])
+    answers, _, dropped = run_schedule(server.url, [0.0, 0.001, 0.002, 0.003], max_in_flight=2)
+    server.thread.join(5)
+    assert [outcome for _, outcome in answers] == [200, 200]
+    assert [round(offset, 3) for offset in dropped] == [0.002, 0.003]
