@@ -8,6 +8,8 @@ refuses non-loopback targets unless allowed.
 Modules follow Locust's own split: ``users`` is the locustfile (runs only in the
 Locust processes), ``runner`` starts and supervises those processes, ``stats``
 computes figures from the raw samples, ``phase`` describes a phase and its schedule.
+Under the users, ``multiplexer`` sends every request of a Locust process from
+one epoll loop and ``connection`` encodes requests and reads answers.
 
 Distributed load: ``LoadPhase(workers=N)`` starts Locust's distributed mode on
 127.0.0.1 (``--master --expect-workers N`` plus N ``--worker`` processes). Workers

@@ -10,10 +10,12 @@ of a distributed run sends nothing; it only ends the run after warmup + duration
 Locust spawns the users (at the spawn rate, spread over the workers); each
 hands its connection to the process's ``multiplexer.Multiplexer``, whose one
 epoll loop sends for every user of the process, and waits until it is done.
-``OpenLoopUser``: one per process; it spawns a greenlet per scheduled arrival,
-up to the process's share of the in-flight cap, so the schedule never waits for
-the server (no coordinated omission); each send takes an idle
-``connection.KeepAliveConnection`` (https closed-loop users use one too).
+``OpenLoopUser``: one per process; it hands the process's share of the arrival
+schedule to the multiplexer as a ``multiplexer.Schedule``, whose pool of
+connections (up to the process's share of the in-flight cap) takes each send
+at its due time, so the schedule never waits for the server (no coordinated
+omission). Over https both users send from greenlets through
+``connection.KeepAliveConnection`` instead.
 
 Each request is encoded to bytes once per process and an answer is read only
 as far as its status and its end, so the engine's own cost per request stays
