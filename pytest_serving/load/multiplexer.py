@@ -154,7 +154,7 @@ class Multiplexer:
         os.eventfd_write(self._wake_fd, 1)
 
     def run(self, until: float) -> None:
-        """Drive the flows until ``until`` (perf_counter) has passed and every flow added has finished."""
+        """Drive flows and schedules until ``until`` (perf_counter) has passed and every one added has finished."""
         # Resolved here, not in __init__: under gevent the lookup yields, and every user would start its own loop.
         endpoint = self.endpoint
         self._family, self._kind, self._protocol, _, self._address = socket.getaddrinfo(
