@@ -50,7 +50,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
     Option("serving-load-workers", "Locust worker processes per phase (0: one local process)", default="0"),
-    Option("serving-sweep-levels", "user counts of a sweep", default="10,20,30,40,50,60,70,80,90,100"),
+    Option(
+        "serving-sweep-levels",
+        "load levels of a sweep: user counts, or requests/s with an open-loop --serving-sweep-arrival",
+        default="10,20,30,40,50,60,70,80,90,100",
+    ),
+    Option(
+        "serving-sweep-arrival",
+        "users (closed loop, as the study) or poisson / constant (open loop: levels are requests/s)",
+        default="users",
+    ),
     Option("serving-sweep-duration", "measured seconds per sweep level", default="60"),
     Option("serving-sweep-warmup", "warm-up seconds before each sweep level", default="10"),
     Option("serving-sweep-scenario", "fresh (new container per level), warm, or both", default="both"),
@@ -142,6 +151,7 @@ def parse_gpus(value: str | None) -> str | None:
 
 
 LOAD_MODES = ("smoke", "sweep", "off")
+SWEEP_ARRIVALS = ("users", "poisson", "constant")
 SCENARIOS = {"fresh": ("fresh",), "warm": ("warm",), "both": ("fresh", "warm")}
 
 
@@ -151,7 +161,8 @@ class LoadSettings:
 
     mode: str = "smoke"
     workers: int = 0
-    sweep_levels: tuple[int, ...] = tuple(range(10, 101, 10))
+    sweep_levels: tuple[float, ...] = tuple(range(10, 101, 10))
+    sweep_arrival: str = "users"
     sweep_duration: float = 60.0
     sweep_warmup: float = 10.0
     sweep_scenarios: tuple[str, ...] = ("fresh", "warm")
@@ -239,14 +250,20 @@ def _load_settings(
     scenario = str(values["serving_sweep_scenario"] or "both")
     if scenario not in SCENARIOS:
         raise pytest.UsageError(f"--serving-sweep-scenario: expected fresh, warm or both, got {scenario!r}")
+    arrival = str(values["serving_sweep_arrival"] or "users")
+    if arrival not in SWEEP_ARRIVALS:
+        raise pytest.UsageError(
+            f"--serving-sweep-arrival: expected one of {', '.join(SWEEP_ARRIVALS)}, got {arrival!r}"
+        )
+    unit, parse = ("user counts", int) if arrival == "users" else ("requests/s", float)
     try:
-        levels = tuple(int(level) for level in str(values["serving_sweep_levels"]).split(",") if level.strip())
+        levels = tuple(parse(level) for level in str(values["serving_sweep_levels"]).split(",") if level.strip())
     except ValueError:
         raise pytest.UsageError(
-            f"--serving-sweep-levels: not a list of user counts: {values['serving_sweep_levels']!r}"
+            f"--serving-sweep-levels: not a list of {unit}: {values['serving_sweep_levels']!r}"
         ) from None
-    if not levels or min(levels) < 1:
-        raise pytest.UsageError("--serving-sweep-levels: need at least one positive user count")
+    if not levels or min(levels) <= 0 or (arrival == "users" and min(levels) < 1):
+        raise pytest.UsageError(f"--serving-sweep-levels: need positive {unit}")
     workers = int(number("serving_load_workers", int) or 0)
     repeats = int(number("serving_sweep_repeats", int) or 1)
     if workers < 0 or repeats < 1:
@@ -255,6 +272,7 @@ def _load_settings(
         mode=mode,
         workers=workers,
         sweep_levels=levels,
+        sweep_arrival=arrival,
         sweep_duration=float(number("serving_sweep_duration", float) or 60.0),
         sweep_warmup=float(number("serving_sweep_warmup", float) or 0.0),
         sweep_scenarios=SCENARIOS[scenario],

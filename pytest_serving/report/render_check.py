@@ -83,6 +83,7 @@ def find_browser() -> str:
 def check_report(report: Path, screenshot: Path, browser: str | None = None) -> RenderCheck:
     """Open ``report`` in headless Chromium, save a full-page ``screenshot`` and check every chart shows."""
     browser = browser or find_browser()
+    report, screenshot = report.resolve(), screenshot.resolve()  # Chromium opens file:// URIs
     html = report.read_text(encoding="utf-8")
     sources = image_sources(html)
     check = RenderCheck(report, screenshot, charts=len(sources))

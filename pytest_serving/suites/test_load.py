@@ -16,7 +16,10 @@ def test_smoke(serving_load):
 
 @pytest.mark.serving_load_suite("sweep")
 @pytest.mark.serving_load(max_failure_rate=0.01)
-def test_sweep(serving_load, serving_sweep_scenario):
-    result = serving_load.sweep(scenario=serving_sweep_scenario)
+def test_sweep(serving_load, serving_sweep_scenario, serving_settings):
+    arrival = serving_settings.load.sweep_arrival
+    # Open loop: the template's rate is a placeholder, every level sets its own.
+    open_loop = {} if arrival == "users" else {"rate": 1.0, "arrival": arrival}
+    result = serving_load.sweep(scenario=serving_sweep_scenario, **open_loop)
     unmeasured = [level.level_key for level in result.levels if level.n == 0]
     assert not unmeasured, f"levels without a single measured request: {unmeasured}"

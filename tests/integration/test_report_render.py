@@ -132,9 +132,10 @@ def test_the_check_sees_a_chart_that_does_not_show(study_report, tmp_path, damag
     assert len(check.problems) == 1 and problem in check.problems[0], check.problems
 
 
-def test_check_report_command_exit_status(study_report, tmp_path, capsys):
+def test_check_report_command_exit_status(study_report, tmp_path, capsys, monkeypatch):
     browser()
-    assert main(["check-report", str(study_report.parent), "--screenshot", str(tmp_path / "good.png")]) == 0
+    monkeypatch.chdir(study_report.parent.parent)  # relative paths, as a user types them
+    assert main(["check-report", study_report.parent.name, "--screenshot", str(tmp_path / "good.png")]) == 0
     assert "6 of 6 chart(s) shown" in capsys.readouterr().out
     damaged = tmp_path / "damaged.html"
     damaged.write_text(study_report.read_text().replace("base64,", "base64,AAAA", 1))

@@ -47,3 +47,22 @@ def test_unknown_target_is_reported_as_usage_error(pytester):
     result = pytester.runpytest("--serving=nonesuch")
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*unknown target*nonesuch*"])
+
+
+def test_sweep_levels_are_user_counts_or_open_loop_rates(pytester):
+    pytester.makepyfile(
+        """
+        def test_settings(serving_settings):
+            load = serving_settings.load
+            assert (load.sweep_arrival, load.sweep_levels) == ("poisson", (2.5, 5.0))
+        """
+    )
+    pytester.runpytest("--serving-sweep-arrival=poisson", "--serving-sweep-levels=2.5,5").assert_outcomes(passed=1)
+
+
+def test_fractional_user_counts_and_unknown_arrivals_are_usage_errors(pytester):
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--serving-sweep-levels=2.5")
+    result.stderr.fnmatch_lines(["*--serving-sweep-levels: not a list of user counts*"])
+    result = pytester.runpytest("--serving-sweep-arrival=burst")
+    result.stderr.fnmatch_lines(["*--serving-sweep-arrival: expected one of users, poisson, constant*"])
