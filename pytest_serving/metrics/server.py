@@ -101,13 +101,18 @@ class ServerTimes:
 
     @classmethod
     def between(cls, spec: ServerMetricsSpec, before: Mapping[str, float], after: Mapping[str, float]) -> ServerTimes:
-        """The increases from snapshot ``before`` to ``after``; counters missing from either are left out."""
+        """The increases from snapshot ``before`` to ``after``; counters missing from ``after`` are left out.
+
+        A counter that appears during the phase counts from zero: servers such as TorchServe
+        publish a model's counters only once it has served its first request.
+        """
         increases = {}
         for name in spec.counters:
-            if name in before and name in after:
-                if after[name] < before[name]:
-                    raise CounterReset(f"{name} went from {before[name]:g} down to {after[name]:g}")
-                increases[name] = after[name] - before[name]
+            if name in after:
+                start = before.get(name, 0.0)
+                if after[name] < start:
+                    raise CounterReset(f"{name} went from {start:g} down to {after[name]:g}")
+                increases[name] = after[name] - start
         return cls(spec, increases)
 
     def __add__(self, other: ServerTimes) -> ServerTimes:

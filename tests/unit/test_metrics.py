@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from pytest_serving.deployment import EMBEDDED_MODEL_REPO
 from pytest_serving.metrics import (
     TORCHSERVE_METRICS,
     TRITON_METRICS,
@@ -184,6 +185,15 @@ def test_torchserve_per_request_times_between_two_real_pages():
     assert times.requests_per_execution is None
 
 
+def test_counters_first_published_during_the_phase_count_from_zero():
+    # A fresh TorchServe lists a model's counters only after its first request.
+    before = {}
+    after = snapshot(TORCHSERVE_AFTER, TORCHSERVE_METRICS)
+    times = ServerTimes.between(TORCHSERVE_METRICS, before, after)
+    assert times.requests == after["ts_inference_requests_total"]
+    assert times.server_ms == pytest.approx(after["ts_inference_latency_microseconds"] / times.requests / 1000)
+
+
 def test_triton_queue_compute_and_batch_size_from_counter_increases():
     after = snapshot(TRITON_PAGE, TRITON_METRICS)
     before = {name: 0.0 for name in after} | {
@@ -266,3 +276,11 @@ def test_metrics_page_comes_from_the_endpoint_role_and_the_target_spec():
     unknown = Endpoint("no-such-target", {"http": "http://127.0.0.1:1"}, "image", True)
     assert "declares no server metrics" in metrics_page(unknown).reason
     assert spec_for("torchserve") == TORCHSERVE_METRICS
+
+
+def test_the_embedded_torchserve_config_publishes_prometheus_counters():
+    config = EMBEDDED_MODEL_REPO / "torchserve" / "config.properties"
+    settings = dict(
+        line.split("=", 1) for line in config.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    assert settings.get("metrics_mode") == "prometheus", TORCHSERVE_METRICS.missing_hint
