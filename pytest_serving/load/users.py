@@ -97,7 +97,7 @@ class ProcessRun:
         return self.window_opens + self.phase.duration
 
     def multiplexer(self, endpoint: Endpoint) -> Multiplexer:
-        """The process's one sending loop for closed-loop users, started with the first of them."""
+        """The process's one sending loop (plain http), started by the first user that needs it."""
         if self._multiplexer is None:
             self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished)
             gevent.spawn(self._multiplexer.run, self.window_closes).link_exception(_report_greenlet_crash)
