@@ -223,7 +223,8 @@ class KeepAliveConnection:
         self._expired = False
 
     def send(self, wire: bytes) -> int | str:
-        """Send one encoded request and read its answer; its HTTP status, or the name of the error that left it without one."""
+        """Send one encoded request and read its answer: its HTTP status, or the name of the error that
+        left it without one."""
         self._expired = False
         self._busy_since = time.perf_counter()
         try:

@@ -153,21 +153,29 @@ class ServingLoad:
         except ValueError as error:
             raise pytest.UsageError(f"{self.test_id}: serving_load: {error}") from None
 
-    def _run(self, base_url: str, requests: list[HttpRequest], phase: LoadPhase) -> PhaseStats:
+    def _run(
+        self,
+        base_url: str,
+        requests: list[HttpRequest],
+        phase: LoadPhase,
+        on_window_open: Callable[[], None] | None = None,
+    ) -> PhaseStats:
         return run_phase(
             base_url,
             requests,
             phase,
             started_by_plugin=self.endpoint.started_by_plugin,
             allow_remote=self.settings.allow_remote,
+            on_window_open=on_window_open,
         )
 
     def _measure(
         self, base_url: str, requests: list[HttpRequest], phase: LoadPhase
     ) -> tuple[PhaseStats, PhaseServerMetrics]:
-        """Run one phase between two scrapes of the server's metrics, which say where its time went."""
+        """Run one phase between two scrapes of the server's metrics (as the measured window opens,
+        and after the phase), which say where the server's time went."""
         with scraped_around(metrics_page(self._endpoints[base_url])) as scrape:
-            stats = self._run(base_url, requests, phase)
+            stats = self._run(base_url, requests, phase, on_window_open=scrape.window_opened)
         return stats, scrape.result
 
     def _run_and_record(

@@ -367,7 +367,8 @@ class Multiplexer:
 
 
 def spin_window_s(due_times: list[float]) -> float:
-    """How long before a due send to stop sleeping and poll: ``SPIN_SHARE`` of the mean interval, at most ``MAX_SPIN_S``."""
+    """How long before a due send to stop sleeping and poll: ``SPIN_SHARE`` of the mean interval,
+    at most ``MAX_SPIN_S``."""
     span = due_times[-1] - due_times[0] if len(due_times) > 1 else 1.0
     return min(MAX_SPIN_S, SPIN_SHARE * span / max(1, len(due_times) - 1))
 

@@ -22,6 +22,8 @@ ARRIVALS: tuple[Arrival, ...] = ("poisson", "constant")
 
 # Time a Locust process may take to import, connect and shut down, on top of the phase itself.
 STARTUP_MARGIN_S = 60.0
+#: Written into the run's out_dir by the controlling Locust process when the measured window opens.
+WINDOW_OPEN_FILE = "window-open"
 
 
 @dataclass(frozen=True)

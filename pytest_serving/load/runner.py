@@ -18,13 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_serving
-from pytest_serving.load.phase import LoadPhase, RunPlan
+from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
 from pytest_serving.protocols.base import HttpRequest
@@ -84,11 +84,13 @@ def run_phase(
     started_by_plugin: bool = False,
     allow_remote: bool = False,
     raw_dir: str | os.PathLike | None = None,
+    on_window_open: Callable[[], None] | None = None,
 ) -> PhaseStats:
     """Load ``base_url`` with ``requests`` (cycled) as ``phase`` says, and measure it.
 
     Raw samples (``raw-<i>.npz``) and process logs go to ``raw_dir`` when given,
-    else to a temporary directory that is removed afterwards.
+    else to a temporary directory that is removed afterwards. ``on_window_open`` is
+    called (within about ``POLL_INTERVAL_S``) when the warm-up ends.
     """
     check_load_target(base_url, started_by_plugin=started_by_plugin, allow_remote=allow_remote)
     base_url = base_url.rstrip("/")
@@ -100,11 +102,11 @@ def run_phase(
         else:
             work_dir = Path(raw_dir).resolve()
             work_dir.mkdir(parents=True, exist_ok=True)
-            for stale in [*work_dir.glob("raw-*.npz"), *work_dir.glob("locust-*.log")]:
-                stale.unlink()
+            for stale in [*work_dir.glob("raw-*.npz"), *work_dir.glob("locust-*.log"), work_dir / WINDOW_OPEN_FILE]:
+                stale.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
         RunPlan(phase, tuple(requests), str(work_dir)).write(plan_path)
-        run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s)
+        run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s, on_window_open)
         raw_files = sorted(work_dir.glob("raw-*.npz"))
         if len(raw_files) != phase.process_count:
             raise LoadError(
@@ -170,7 +172,12 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def run_processes(commands: Sequence[tuple[str, list[str]]], work_dir: Path, deadline_s: float) -> None:
+def run_processes(
+    commands: Sequence[tuple[str, list[str]]],
+    work_dir: Path,
+    deadline_s: float,
+    on_window_open: Callable[[], None] | None = None,
+) -> None:
     """Start all processes, wait until all exit; on a failure, timeout or interruption stop them all and raise."""
     processes: list[LocustProcess] = []
     try:
@@ -182,14 +189,22 @@ def run_processes(commands: Sequence[tuple[str, list[str]]], work_dir: Path, dea
                     argv, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
             processes.append(LocustProcess(role, popen, log_path))
-        wait_for(processes, time.monotonic() + deadline_s)
+        wait_for(processes, time.monotonic() + deadline_s, work_dir / WINDOW_OPEN_FILE, on_window_open)
     finally:
         for process in processes:
             process.stop()
 
 
-def wait_for(processes: Sequence[LocustProcess], deadline: float) -> None:
+def wait_for(
+    processes: Sequence[LocustProcess],
+    deadline: float,
+    window_open_file: Path | None = None,
+    on_window_open: Callable[[], None] | None = None,
+) -> None:
     while True:
+        if on_window_open is not None and window_open_file is not None and window_open_file.exists():
+            on_window_open()
+            on_window_open = None
         for process in processes:
             code = process.popen.poll()
             if code not in (None, 0):

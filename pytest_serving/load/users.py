@@ -40,7 +40,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
-from pytest_serving.load.phase import RunPlan, arrival_offsets
+from pytest_serving.load.phase import WINDOW_OPEN_FILE, RunPlan, arrival_offsets
 from pytest_serving.load.stats import SampleRecorder
 
 # How long after the measured window closes the run is stopped, so that workers,
@@ -119,7 +119,8 @@ class ProcessRun:
         return connection
 
     def watch_timeouts(self) -> None:
-        """Abort overdue requests ten times per request timeout (at most every second): connections have no socket timeout."""
+        """Abort overdue requests ten times per request timeout (at most every second): the
+        connections have no socket timeout."""
         interval = min(1.0, self.phase.request_timeout / 10)
         while True:
             gevent.sleep(interval)
@@ -165,6 +166,8 @@ def _start(environment: Environment, **_kwargs) -> None:
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
     if not isinstance(runner, WorkerRunner):
+        # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
+        gevent.spawn_later(plan.phase.warmup, (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch)
         gevent.spawn_later(plan.phase.warmup + plan.phase.duration + STOP_MARGIN_S, runner.quit)
 
 

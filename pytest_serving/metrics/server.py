@@ -213,23 +213,32 @@ class PhaseScrape:
     """The result of :func:`scraped_around`: filled in when the phase ends."""
 
     result: PhaseServerMetrics = field(default_factory=lambda: Unmeasured("the phase did not finish"))
+    page: MetricsPage | None = None
+    before: dict[str, float] | Unmeasured | None = None
+
+    def window_opened(self) -> None:
+        """Scrape again as the measured window opens, so warm-up requests stay out of the server's figures."""
+        if self.page is not None:
+            self.before = _snapshot(self.page)
 
 
 @contextmanager
 def scraped_around(page: MetricsPage | Unmeasured) -> Iterator[PhaseScrape]:
     """Scrape ``page`` before and after the block; a scrape failure is recorded, never raised.
 
-    Server metrics explain client figures; a server without them must still be load-tested.
+    Inside the block, ``window_opened()`` replaces the first scrape by one taken when
+    the measured window opens. Server metrics explain client figures; a server
+    without them must still be load-tested.
     """
     scrape = PhaseScrape()
     if isinstance(page, Unmeasured):
         scrape.result = page
         yield scrape
         return
-    before = _snapshot(page)
+    scrape.page, scrape.before = page, _snapshot(page)
     yield scrape
     after = _snapshot(page)
-    scrape.result = _times(page.spec, before, after)
+    scrape.result = _times(page.spec, scrape.before, after)
 
 
 def _snapshot(page: MetricsPage) -> dict[str, float] | Unmeasured:

@@ -77,7 +77,7 @@ def chart_specs(points: Sequence[LoadPoint]) -> list[ChartSpec]:
         by_scenario = _grouped(group, lambda p: p.scenario)
         series = tuple(_series(_scenario_title(scenario), members) for scenario, members in sorted(by_scenario.items()))
         specs.append(ChartSpec(f"{target}-{axis}", target, axis, series))
-        timed = [point for point in group if point.server.get("server_ms") is not None and point.mean_ms is not None]
+        timed = [point for point in group if _server_timed(point.server) and point.mean_ms is not None]
         if timed:
             breakdown = tuple(
                 _series(_scenario_title(scenario), members)
@@ -95,15 +95,21 @@ def _scenario_title(scenario: str) -> str:
     return {"warm": "warm server", "fresh": "fresh server per level", "phase": "single phases"}.get(scenario, scenario)
 
 
+def _server_timed(server: Mapping[str, Any]) -> bool:
+    return server.get("server_ms") is not None or server.get("compute_ms") is not None
+
+
 def server_breakdown(server: Mapping[str, Any]) -> dict[str, float]:
     """A request's mean time in the server split into queue, compute and the rest (ms).
 
     A part the server's counters do not give (TorchServe does not split compute out) stays
-    in "rest of server", so the parts always add up to the server's own total.
+    in "rest of server", so the parts always add up to the server's own total. A server that
+    reports only its compute time (KServe's predict time) has no total: its other parts fall
+    in the gap to the client's mean, which the chart labels as outside the reported time.
     """
-    server_ms = server.get("server_ms") or 0.0
     queue_ms = server.get("queue_ms") or 0.0
     compute_ms = server.get("compute_ms") or 0.0
+    server_ms = server.get("server_ms") or queue_ms + compute_ms
     return {"queue": queue_ms, "compute": compute_ms, "rest of server": max(server_ms - queue_ms - compute_ms, 0.0)}
 
 

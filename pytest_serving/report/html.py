@@ -180,7 +180,8 @@ def _load_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> st
     parts.append(
         "<p class='note'>Latency percentiles are over successful requests of the measured window; failures count "
         "every non-2xx answer and every request without one. Server queue and compute times are the increases of "
-        "the server's own counters over the phase (warm-up included) divided by the requests it counted; "
+        "the server's own counters over the measured window (scraped as it opens and after the phase) divided "
+        "by the requests it counted; "
         "<em>outside server</em> is the client's mean minus the server's time per request: network, HTTP and "
         "the client.</p>"
     )

@@ -164,3 +164,19 @@ def test_a_failing_locust_process_is_reported_with_its_log(tmp_path):
     commands = locust_commands("http://127.0.0.1:9", LoadPhase(users=1, duration=1.0), tmp_path / "missing-plan.json")
     with pytest.raises(LoadError, match=r"(?s)Locust local exited with code 3.*cannot read its run plan"):
         run_processes(commands, tmp_path, deadline_s=60.0)
+
+
+def test_the_runner_is_told_when_the_measured_window_opens(server_url):
+    opened: list[float] = []
+    started = time.monotonic()
+    run_phase(
+        server_url,
+        [OK],
+        LoadPhase(users=1, duration=1.0, warmup=1.5),
+        on_window_open=lambda: opened.append(time.monotonic()),
+    )
+    finished = time.monotonic()
+    assert len(opened) == 1
+    # Locust's start-up, then the warm-up; after the window opens, the measured second still runs.
+    assert opened[0] - started >= 1.5
+    assert finished - opened[0] >= 1.0

@@ -1,4 +1,5 @@
-"""The load engine's HTTP/1.1: the answer reader alone, then the connection and the multiplexer against scripted peers."""
+"""The load engine's HTTP/1.1: the answer reader alone, then the connection and the multiplexer
+against scripted peers."""
 
 from __future__ import annotations
 

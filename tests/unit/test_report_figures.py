@@ -166,6 +166,9 @@ def test_server_breakdown_adds_up_to_the_server_time():
     assert charts.server_breakdown(server_metrics(1, 15, 17)) == {"queue": 1, "compute": 15, "rest of server": 1}
     # TorchServe's counters do not split compute out: it stays in the rest of the server's time.
     assert charts.server_breakdown(server_metrics(5, None, 45)) == {"queue": 5, "compute": 0.0, "rest of server": 40}
+    # KServe reports its predict time only: no total, so no rest; the rest lies in the gap to the client.
+    kserve = {"requests": 40.0, "queue_ms": None, "compute_ms": 200.0, "server_ms": None}
+    assert charts.server_breakdown(kserve) == {"queue": 0.0, "compute": 200.0, "rest of server": 0.0}
 
 
 def test_pairwise_agreement_counts_common_samples_only():
