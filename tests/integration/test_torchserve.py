@@ -71,13 +71,17 @@ def test_answers_with_the_inference_key_and_refuses_requests_without_it(settings
 
 @pytest.fixture
 def slow_batching_repo(tmp_path: Path) -> Path:
-    """A model repository whose batches wait 3 s to fill, so concurrent requests surely share one."""
+    """A model repository whose batches wait 3 s to fill, so concurrent requests surely share one, and
+    whose server logs its metrics."""
     folder = tmp_path / "torchserve"
     # Copies the TorchScript export too, when there is one, so it is not exported again.
     shutil.copytree(
         EMBEDDED_MODEL_REPO / "torchserve", folder, ignore=shutil.ignore_patterns("*.mar", "*.mar.export-stamp")
     )
     (folder / MODEL_CONFIG).write_text(f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {BATCH}\nmaxBatchDelay: 3000\n")
+    # The batches are read back from the per-batch metric lines TorchServe logs in its "log" metrics mode.
+    config = folder / "config.properties"
+    config.write_text(config.read_text().replace("metrics_mode=prometheus", "metrics_mode=log"))
     build_model_archive(folder, MODEL)
     return tmp_path
 
