@@ -37,8 +37,14 @@ class Protocol(ABC):
 
     name: str = "protocol"
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, version: str | None = None) -> None:
         self.model_name = model_name
+        self.version = version
+
+    def model_path(self, api: str) -> str:
+        """``/{api}/models/{model}[/versions/{version}]``: the model's path in the V1 and V2 REST APIs."""
+        versioned = f"/versions/{self.version}" if self.version else ""
+        return f"/{api}/models/{self.model_name}{versioned}"
 
     @abstractmethod
     def encode(self, image: bytes) -> HttpRequest:

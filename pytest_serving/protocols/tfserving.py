@@ -40,14 +40,9 @@ def prediction_from_logits(logits: np.ndarray) -> Prediction:
 class V1Protocol(Protocol):
     """One image per request over the TF Serving REST predict API; subclasses choose the instance."""
 
-    def __init__(self, model_name: str, version: str | None = None) -> None:
-        super().__init__(model_name)
-        self.version = version
-
     @property
     def predict_path(self) -> str:
-        versioned = f"/versions/{self.version}" if self.version else ""
-        return f"/v1/models/{self.model_name}{versioned}:predict"
+        return self.model_path("v1") + ":predict"
 
     @abstractmethod
     def instance_json(self, image: bytes) -> str:

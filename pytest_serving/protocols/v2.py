@@ -46,14 +46,9 @@ class V2Protocol(Protocol):
 
     name = "v2"
 
-    def __init__(self, model_name: str, version: str | None = None) -> None:
-        super().__init__(model_name)
-        self.version = version
-
     @property
     def infer_path(self) -> str:
-        versioned = f"/versions/{self.version}" if self.version else ""
-        return f"/v2/models/{self.model_name}{versioned}/infer"
+        return self.model_path("v2") + "/infer"
 
     def encode(self, image: bytes) -> HttpRequest:
         tensor = serialize_bytes_tensor([image])
