@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from .containers.cleanup import remove_labelled
-from .deployment import EMBEDDED_MODEL_REPO
+from .deployment import EMBEDDED_MODEL_REPO, built_deployment
+from .model.card import CardError, load_card
 from .report.html import REPORT_NAME
 from .report.render_check import BrowserMissing, check_report
 from .targets import TARGETS
@@ -30,13 +32,25 @@ def build_images(names: list[str], rebuild: bool) -> int:
     return 0
 
 
-def export_model(names: list[str], model_name: str) -> int:
-    options = TargetOptions(model_name=model_name, model_repo=EMBEDDED_MODEL_REPO)
+def export_model(names: list[str], model: str, out: Path | None) -> int:
+    """Build each target's deployment of the card (cached); with ``out``, copy them into one model
+    repository a person can edit and deploy with ``--serving-model-repo``."""
+    try:
+        card = load_card(model)
+    except CardError as error:
+        print(error, file=sys.stderr)
+        return 2
+    options = TargetOptions(model_name=card.name, card=card, model_repo=EMBEDDED_MODEL_REPO)
     for name in _targets(names):
         target = TARGETS[name](options)
-        folder = EMBEDDED_MODEL_REPO / target.model_repo_folder
-        target.prepare_model_repo(folder)
-        print(f"{name}: {folder}")
+        problem = target.unavailable_reason()
+        if problem:
+            print(f"{name}: skipped: {problem}")
+            continue
+        built = built_deployment(target, EMBEDDED_MODEL_REPO / target.model_repo_folder)
+        if out is not None:
+            shutil.copytree(built, out / target.model_repo_folder, dirs_exist_ok=True)
+        print(f"{name}: {out / target.model_repo_folder if out is not None else built}")
     return 0
 
 
@@ -73,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-images", help="build the offline CPU images from wheels (no registry needed)")
     build.add_argument("targets", nargs="*", help="target names (default: all)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the image exists")
-    export = commands.add_parser("export-model", help="export the embedded model into model_repo/ (ONNX, TorchScript…)")
+    export = commands.add_parser(
+        "export-model", help="build every target's deployment of a model card (cached), or copy them into --out"
+    )
     export.add_argument("targets", nargs="*", help="target names (default: all)")
-    export.add_argument("--model", default="efficientnet_lite0")
+    export.add_argument("--model", default="efficientnet_lite0", help="a card.toml or a built-in card's name")
+    export.add_argument("--out", type=Path, help="write a complete model repository here (for --serving-model-repo)")
     commands.add_parser("cleanup", help="remove every container pytest-serving started, from any session")
     check = commands.add_parser("check-report", help="check in headless Chromium that report.html shows every chart")
     check.add_argument("report", type=Path, help="the report directory (--serving-report) or its HTML file")
@@ -86,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build-images":
         return build_images(args.targets, args.rebuild)
     if args.command == "export-model":
-        return export_model(args.targets, args.model)
+        return export_model(args.targets, args.model, args.out)
     removed = remove_labelled(session_id=None)
     print(f"removed {len(removed)} container(s){': ' + ', '.join(removed) if removed else ''}")
     return 0

@@ -62,6 +62,8 @@ class CorrectnessSummary:
     reference_top5: float
     agreement: float
     max_probability_difference: float
+    #: label name -> {n, top1, reference_top1, agreement}: where a model is worse, not only how much.
+    per_class: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +82,15 @@ def summarize(
 
     ours = [predictions[s.id] for s in samples]
     theirs = [reference[s.id] for s in samples]
+    per_class: dict[str, dict[str, float]] = {}
+    for label in sorted({s.label_name or str(s.label) for s in samples}):
+        rows = [(s, p, r) for s, p, r in zip(samples, ours, theirs) if (s.label_name or str(s.label)) == label]
+        per_class[label] = {
+            "n": len(rows),
+            "top1": sum(p.top1 in s.accepted for s, p, _ in rows) / len(rows),
+            "reference_top1": sum(r.top1 in s.accepted for s, _, r in rows) / len(rows),
+            "agreement": sum(same_top1(p, r) for _, p, r in rows) / len(rows),
+        }
     return CorrectnessSummary(
         n=n,
         top1=rate([p.top1 in s.accepted for s, p in zip(samples, ours)]),
@@ -88,6 +99,7 @@ def summarize(
         reference_top5=rate([bool(s.accepted & set(r.classes)) for s, r in zip(samples, theirs)]),
         agreement=rate([same_top1(p, r) for p, r in zip(ours, theirs)]),
         max_probability_difference=max(max_probability_difference(p, r) for p, r in zip(ours, theirs)),
+        per_class=per_class,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from .cache import cache_root
 from .containers.docker_env import docker_unavailable_reason
 from .containers.server import ServerStartError, ServingContainer, running_server
 from .images.selection import choose_image
@@ -30,6 +34,10 @@ EMBEDDED_MODEL_REPO = next(
     ),
     Path(__file__).resolve().parent.parent / "model_repo",
 )
+
+
+#: Bump when what build_deployment writes changes for the same card and sources.
+DEPLOYMENT_FORMAT = 1
 
 
 class Unavailable(Exception):
@@ -57,8 +65,10 @@ class Deployment:
 
 
 def target_options(settings: Settings) -> TargetOptions:
+    card = settings.card
     return TargetOptions(
-        model_name=settings.model_name,
+        model_name=card.name,
+        card=card,
         model_repo=settings.model_repo or EMBEDDED_MODEL_REPO,
         gpus=settings.gpus,
         extra=settings.target_extra,
@@ -70,6 +80,9 @@ def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
     """Yield a ready deployment of target ``name``; raise Unavailable when Docker or the image is missing."""
     target_class = TARGETS[name]
     options = target_options(settings)
+    problem = target_class(options).unavailable_reason()
+    if problem:
+        raise Unavailable(problem, provable=False)
     if name in settings.urls:
         target = target_class(options, image_origin="external")
         endpoint = Endpoint(name, {"http": settings.urls[name].rstrip("/")}, "external", started_by_plugin=False)
@@ -86,9 +99,36 @@ def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
     if not folder.is_dir():
         raise Unavailable(f"model repository folder {folder} does not exist (see --serving-model-repo)")
     if settings.model_repo is None:
-        target.prepare_model_repo(folder)
+        folder = built_deployment(target, folder)
     with running_server(target, choice.reference, folder, settings.startup_timeout) as (container, endpoint):
         yield Deployment(target, _complete(target, endpoint), container)
+
+
+def built_deployment(target: ServingTarget, sources: Path) -> Path:
+    """The target's model repository for its card, built once into the cache and reused.
+
+    Keyed by the card (artifact bytes and every field), the target and the bytes of its handler
+    sources, so an edited handler or a new artifact gets a new deployment; built under a temporary
+    name and renamed, so concurrent sessions never mount half a repository.
+    """
+    digest = hashlib.sha256(f"{DEPLOYMENT_FORMAT}\0{target.name}\0{target.card.card_id}".encode())
+    for path in sorted(p for p in sources.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(f"\0{path.relative_to(sources)}\0".encode() + path.read_bytes())
+    dest = cache_root() / "deployments" / f"{target.name}-{target.card.name}-{digest.hexdigest()[:16]}"
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".tmp-{dest.name}-") as scratch:
+        built = Path(scratch) / "repo"
+        built.mkdir()
+        target.build_deployment(sources, built)
+        built.chmod(0o755)
+        try:
+            os.replace(built, dest)
+        except OSError:
+            if not dest.is_dir():  # another session renamed its identical build first
+                raise
+    return dest
 
 
 def _await_external(target: ServingTarget, endpoint: Endpoint, settings: Settings) -> Endpoint:

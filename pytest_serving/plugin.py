@@ -65,7 +65,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if not targets:
         return ["serving: no targets selected (--serving=NAME|all to run the serving suites)"]
     samples = str(settings.samples) if settings.samples else "bundled default photos"
-    return [f"serving: targets={','.join(targets)} samples={samples} model={settings.model_name}"]
+    return [f"serving: targets={','.join(targets)} samples={samples} model={settings.model}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

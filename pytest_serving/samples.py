@@ -1,10 +1,12 @@
-"""Find labelled sample images: ImageNet folders (flat or ImageFolder) or the bundled default photos."""
+"""Find labelled sample images: folders (ImageFolder or flat) or a CSV labelled with the card's labels,
+ImageNet folders with wnids, or the bundled default photos."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ class Sample:
     label: int
     accepted: frozenset[int]
     source: str
+    #: The label as the samples name it (the card's label, or the ImageNet wnid): per-class figures use it.
+    label_name: str = ""
 
 
 def load_classes(path: Path) -> dict[str, tuple[int, str]]:
@@ -49,7 +53,7 @@ def load_classes(path: Path) -> dict[str, tuple[int, str]]:
 
 
 def discover(directory: Path, classes_file: Path | None = None, limit: int | None = None) -> list[Sample]:
-    """Samples from ``directory``: ``<wnid>_*.JPEG`` files, or ``<wnid>/*.JPEG`` ImageFolder subfolders."""
+    """ImageNet samples from ``directory``: ``<wnid>_*.JPEG`` files, or ``<wnid>/*.JPEG`` ImageFolder subfolders."""
     if not directory.is_dir():
         raise SampleError(f"samples directory not found: {directory}")
     classes = load_classes(classes_file or directory / "classes.tsv")
@@ -64,17 +68,84 @@ def discover(directory: Path, classes_file: Path | None = None, limit: int | Non
     unknown = sorted({wnid for wnid, _ in found if wnid not in classes})
     if unknown:
         raise SampleError(f"wnids not in the classes file: {', '.join(unknown[:5])}")
-    samples = [
-        Sample(
-            id=_sample_id(directory, path),
-            data=path.read_bytes(),
-            label=classes[wnid][0],
-            accepted=frozenset({classes[wnid][0]}),
-            source=str(path),
+    return _samples(directory, [(wnid, classes[wnid][0], path) for wnid, path in found], limit)
+
+
+def discover_labelled(directory: Path, labels: Sequence[str], limit: int | None = None) -> list[Sample]:
+    """Samples labelled with a card's ``labels``: ``<label>/*.jpg`` folders, or ``<label>_*.jpg`` files
+    (the longest label that prefixes the name). A folder or file naming no label is an error listing them."""
+    if not directory.is_dir():
+        raise SampleError(f"samples directory not found: {directory}")
+    index = {label: position for position, label in enumerate(labels)}
+    by_length = sorted(labels, key=len, reverse=True)
+    found: list[tuple[str, int, Path]] = []
+    unknown: list[str] = []
+    for path in sorted(directory.iterdir()):
+        if path.is_dir():
+            if path.name in index:
+                found += [(path.name, index[path.name], image) for image in sorted(path.iterdir()) if _is_image(image)]
+            elif any(_is_image(image) for image in path.iterdir()):
+                unknown.append(f"{path.name}/")
+        elif _is_image(path):
+            label = next((label for label in by_length if path.name.startswith(f"{label}_")), None)
+            if label is None:
+                unknown.append(path.name)
+            else:
+                found.append((label, index[label], path))
+    if unknown:
+        raise SampleError(
+            f"samples in {directory} name no label of the model card: {', '.join(unknown[:10])}"
+            f"{' …' if len(unknown) > 10 else ''}; the card's labels are: {', '.join(labels)}"
         )
-        for wnid, path in _spread(found, limit)
+    if not found:
+        raise SampleError(
+            f"no samples in {directory}: expected folders '<label>/*.jpg' or files '<label>_*.jpg' "
+            f"with the card's labels ({', '.join(labels)})"
+        )
+    return _samples(directory, found, limit)
+
+
+def read_csv(path: Path, labels: Sequence[str] | None, classes_file: Path | None, limit: int | None) -> list[Sample]:
+    """Samples listed in a CSV of ``path,label`` rows (a header row is allowed; paths relative to the CSV).
+    Labels are the card's, or ImageNet wnids (looked up in classes.tsv) for ImageNet cards."""
+    if not path.is_file():
+        raise SampleError(f"samples CSV not found: {path}")
+    if labels is not None:
+        index = {label: position for position, label in enumerate(labels)}
+    else:
+        index = {wnid: number for wnid, (number, _) in load_classes(classes_file or path.parent / "classes.tsv").items()}
+    found: list[tuple[str, int, Path]] = []
+    with path.open(newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or row[0].startswith("#") or (line_number == 1 and [c.strip() for c in row] == ["path", "label"]):
+                continue
+            if len(row) != 2:
+                raise SampleError(f"{path}:{line_number}: expected 'path,label', got {row!r}")
+            image, label = Path(row[0].strip()), row[1].strip()
+            image = image if image.is_absolute() else path.parent / image
+            if label not in index:
+                known = ", ".join(labels) if labels is not None else "the wnids of classes.tsv"
+                raise SampleError(f"{path}:{line_number}: label {label!r} is not the model card's; known: {known}")
+            if not image.is_file():
+                raise SampleError(f"{path}:{line_number}: image {image} not found")
+            found.append((label, index[label], image))
+    if not found:
+        raise SampleError(f"{path}: no 'path,label' rows")
+    return _samples(path.parent, found, limit)
+
+
+def _samples(root: Path, found: list[tuple[str, int, Path]], limit: int | None) -> list[Sample]:
+    return [
+        Sample(
+            id=_sample_id(root, path),
+            data=path.read_bytes(),
+            label=number,
+            accepted=frozenset({number}),
+            source=str(path),
+            label_name=name,
+        )
+        for name, number, path in _spread(found, limit)
     ]
-    return samples
 
 
 def _is_image(path: Path) -> bool:
@@ -82,7 +153,11 @@ def _is_image(path: Path) -> bool:
 
 
 def _sample_id(root: Path, path: Path) -> str:
-    return path.relative_to(root).with_suffix("").as_posix().replace("/", "-")
+    try:
+        relative = path.relative_to(root)
+    except ValueError:  # a CSV may list images anywhere
+        relative = Path(path.name)
+    return relative.with_suffix("").as_posix().replace("/", "-")
 
 
 def _spread(items: list, limit: int | None) -> list:
@@ -122,6 +197,7 @@ def default_samples(limit: int | None = None) -> list[Sample]:
                 label=accepted[0],
                 accepted=frozenset(accepted),
                 source=f"scikit-image {path.name}",
+                label_name=str(accepted[0]),
             )
         )
     return samples

@@ -13,7 +13,7 @@ from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budg
 from .load.fixture import read_baseline
 from .protocols.base import Prediction
 from .report.results import ResultsStore
-from .samples import Sample, SampleError, default_samples, discover
+from .samples import Sample, SampleError, default_samples, discover, discover_labelled, read_csv
 from .settings import Settings
 
 _KEY = pytest.StashKey["SessionState"]()
@@ -32,25 +32,35 @@ class SessionState:
         self._samples: list[Sample] | None = None
 
     def samples(self) -> list[Sample]:
+        """The labelled samples the options name, read once; a usage error says what is wrong with them."""
         if self._samples is None:
             settings = self.settings
+            labels = settings.card.labels
             try:
-                if settings.samples:
+                if settings.samples_csv:
+                    self._samples = read_csv(settings.samples_csv, labels, settings.classes, settings.samples_limit)
+                elif settings.samples and labels is not None:
+                    self._samples = discover_labelled(settings.samples, labels, settings.samples_limit)
+                elif settings.samples:
                     self._samples = discover(settings.samples, settings.classes, settings.samples_limit)
-                else:
+                elif labels is None:
                     self._samples = default_samples(settings.samples_limit)
+                else:
+                    raise SampleError(
+                        f"model card {settings.card.source} has its own labels: give its labelled images with "
+                        "--serving-samples=DIR ('<label>/*.jpg' or '<label>_*.jpg') or --serving-samples-csv=FILE"
+                    )
             except SampleError as error:
                 raise pytest.UsageError(f"pytest-serving: {error}") from None
         return self._samples
 
     def reference(self, samples: list[Sample]) -> dict[str, Prediction]:
-        """In-process predictions, cached in .pytest_cache by model, weights and sample bytes."""
-        from .model.registry import get_model
-
-        digest = hashlib.sha256(get_model(self.settings.model_name).weights_id().encode())
+        """In-process predictions, cached in .pytest_cache by card (artifact and fields) and sample bytes."""
+        card = self.settings.card
+        digest = hashlib.sha256(card.card_id.encode())
         for sample in samples:
             digest.update(hashlib.sha256(sample.data).digest())
-        key = f"pytest-serving/reference/{self.settings.model_name}/{digest.hexdigest()[:24]}"
+        key = f"pytest-serving/reference/{card.name}/{digest.hexdigest()[:24]}"
         cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
         if cache is None:
             cached = self._predict(samples)
@@ -67,7 +77,7 @@ class SessionState:
     def _predict(self, samples: list[Sample]) -> dict[str, list[list]]:
         from .model.reference import ReferenceClassifier
 
-        predictions = ReferenceClassifier(self.settings.model_name).predict_many([s.data for s in samples])
+        predictions = ReferenceClassifier(self.settings.card).predict_many([s.data for s in samples])
         return {s.id: [list(p.classes), list(p.probabilities)] for s, p in zip(samples, predictions)}
 
     @cached_property

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pytest
+
+from .model.card import CardError, ModelCard, load_card
 
 
 @dataclass(frozen=True)
@@ -34,16 +37,23 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("serving", "serving targets to test: NAME[,NAME...] or 'all'; without it no serving test is collected"),
     Option(
-        "serving-samples", "directory of ImageNet samples: flat '<wnid>_*.JPEG' files or ImageFolder '<wnid>/*.JPEG'"
+        "serving-samples",
+        "directory of labelled images: ImageFolder '<label>/*.jpg' or flat '<label>_*.jpg' files; labels are "
+        "the card's (ImageNet cards: wnids, with classes.tsv)",
     ),
-    Option("serving-classes", "classes.tsv (index, wnid, name); default: classes.tsv in the samples directory"),
+    Option("serving-samples-csv", "CSV file of 'path,label' rows (paths relative to the file): the samples"),
+    Option("serving-classes", "ImageNet cards: classes.tsv (index, wnid, name); default: classes.tsv beside the samples"),
     Option("serving-samples-limit", "use at most N samples (evenly spread over the sorted list)"),
     Option("serving-image", "NAME=IMAGE: run target NAME from IMAGE instead of its default", multiple=True),
     Option("serving-url", "NAME=URL: test an already running server instead of booting a container", multiple=True),
     Option("serving-report", "directory for results.json and the report"),
     Option("serving-gpus", "'all' or a count: give the containers GPUs (Docker device request); default CPU"),
     Option("serving-startup-timeout", "seconds to wait for a server's model to be ready", default="600"),
-    Option("serving-model", "model to deploy: efficientnet_lite0 (default) or resnet50", default="efficientnet_lite0"),
+    Option(
+        "serving-model",
+        "model card to deploy: a card.toml path, or a built-in card: efficientnet_lite0 (default), resnet50",
+        default="efficientnet_lite0",
+    ),
     Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
     Option(
         "serving-torchserve-auth", "TorchServe token authorization: on (send the server's keys) or off", default="on"
@@ -179,6 +189,7 @@ class Settings:
 
     targets: list[str]
     samples: Path | None
+    samples_csv: Path | None
     classes: Path | None
     samples_limit: int | None
     images: dict[str, str]
@@ -186,12 +197,21 @@ class Settings:
     report_dir: Path | None
     gpus: str | None
     startup_timeout: float
-    model_name: str
+    #: ``--serving-model`` as given: a card path or a built-in card's name (``card`` loads it).
+    model: str
     model_repo: Path | None
     strict: bool
     load: LoadSettings = LoadSettings()
     #: Values of the options named ``serving-<target>-...``, handed to targets as TargetOptions.extra.
     target_extra: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def card(self) -> ModelCard:
+        """The model card, validated against its ONNX; a usage error names the field that is wrong."""
+        try:
+            return load_card(self.model)
+        except CardError as error:
+            raise pytest.UsageError(str(error)) from None
 
     @classmethod
     def from_config(cls, config: pytest.Config, known_targets: list[str]) -> Settings:
@@ -219,6 +239,7 @@ class Settings:
         return cls(
             targets=parse_targets(values["serving"], known_targets),
             samples=path("serving_samples"),
+            samples_csv=path("serving_samples_csv"),
             classes=path("serving_classes"),
             samples_limit=limit,
             images=images,
@@ -226,7 +247,7 @@ class Settings:
             report_dir=path("serving_report"),
             gpus=parse_gpus(values["serving_gpus"]),
             startup_timeout=float(number("serving_startup_timeout", float) or 600.0),
-            model_name=str(values["serving_model"] or "efficientnet_lite0"),
+            model=str(values["serving_model"] or "efficientnet_lite0"),
             model_repo=path("serving_model_repo"),
             strict=bool(values["serving_strict"]),
             target_extra={

@@ -35,7 +35,15 @@ EXTRA_ENVIRONMENT: dict[str, tuple[str, str]] = {
         "`~/.cache/pytest-serving`",
         (
             "where `pytest-serving build-images` keeps its build contexts and the lock files that let one "
-            "process per host build an image"
+            "process per host build an image, and where built-in models' ONNX exports and every target's "
+            "deployment of a model card are cached (`exports/`, `deployments/`)"
+        ),
+    ),
+    "PYTEST_SERVING_INTRA_OP_THREADS": (
+        "the CPUs the process may use, at most 4",
+        (
+            "onnxruntime's thread count in every server handler and the in-process reference (set it in a "
+            "container's environment through your own image or model repository)"
         ),
     ),
     "TESTCONTAINERS_RYUK_DISABLED": (

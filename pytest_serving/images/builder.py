@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
+from ..cache import cache_root
 from .recipe import BASE_IMAGE, PROJECT, PROJECT_LABEL, ROOTFS, WHEELS_URL_ARG, OfflineImage, render_dockerfile, slug
 
 Log = Callable[[str], None]
@@ -34,12 +35,6 @@ BUILD_LOG_TAIL_LINES = 40
 
 class ImageBuildError(RuntimeError):
     """An image could not be built; the message holds the cause (and the build log's tail)."""
-
-
-def cache_root() -> Path:
-    """pytest-serving's cache: ``$PYTEST_SERVING_CACHE``, else ``~/.cache/pytest-serving``."""
-    configured = os.environ.get("PYTEST_SERVING_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "pytest-serving"
 
 
 def image_exists(tag: str) -> bool:

@@ -1,4 +1,4 @@
-"""Export a registry model to the files servers load: ONNX, TorchScript and the preprocessing code.
+"""Export a registry model to the files servers load: ONNX, TorchScript (built-in models' artifacts).
 
 Exports are build output: each is skipped when the file exists and its stamp
 (``<file>.export-stamp``) names the same model, weights hash and exporter version, and
@@ -9,8 +9,6 @@ workers and interrupted runs never leave a half-written model for a server to lo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,15 +16,14 @@ from pathlib import Path
 import onnx
 import torch
 
+from pytest_serving.cache import cache_root
+from pytest_serving.files import write_atomically
 from pytest_serving.model.registry import DEFAULT_MODEL, ModelSpec, get_model
 
 ONNX_OPSET = 17
 # Bump when this module changes what it writes, so existing exports are rebuilt.
 EXPORT_VERSION = 1
 STAMP_SUFFIX = ".export-stamp"
-SERVING_PREPROCESS = "serving_preprocess.py"
-# Servers in containers often run as a non-root user; mkstemp's files are owner-only.
-EXPORT_MODE = 0o644
 # Batch 2, not 1: tracing on batch 1 can let a size-1 dimension be specialised away.
 EXAMPLE_BATCH = 2
 
@@ -36,18 +33,15 @@ def export_onnx(dest: Path, model_name: str = DEFAULT_MODEL, weights: Path | Non
     return _export(dest, model_name, weights, f"onnx opset {ONNX_OPSET}", _write_onnx)
 
 
+def export_builtin_onnx(model_name: str) -> Path:
+    """The ONNX of a built-in registry model, exported once into the cache (a built-in card's artifact)."""
+    get_model(model_name)  # unknown names raise ValueError listing the known ones
+    return export_onnx(cache_root() / "exports" / model_name / "model.onnx", model_name)
+
+
 def export_torchscript(dest: Path, model_name: str = DEFAULT_MODEL, weights: Path | None = None) -> Path:
     """Traced TorchScript taking [N,3,224,224] float32 and returning logits [N,1000]."""
     return _export(dest, model_name, weights, "torchscript trace", _write_torchscript)
-
-
-def copy_preprocess(dest_dir: Path) -> Path:
-    """Copy preprocess.py byte for byte to ``dest_dir/serving_preprocess.py`` for a server's handler."""
-    source = Path(__file__).with_name("preprocess.py").read_bytes()
-    dest = Path(dest_dir) / SERVING_PREPROCESS
-    if not (dest.exists() and dest.read_bytes() == source):
-        _write_atomically(dest, lambda path: path.write_bytes(source))
-    return dest
 
 
 def stamp_path(dest: Path) -> Path:
@@ -77,8 +71,8 @@ def _export(
     if dest.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
         return dest
     module = spec.load(weights).module
-    _write_atomically(dest, lambda path: write(spec, module, path))
-    _write_atomically(stamp_file, lambda path: path.write_text(stamp))
+    write_atomically(dest, lambda path: write(spec, module, path))
+    write_atomically(stamp_file, lambda path: path.write_text(stamp))
     return dest
 
 
@@ -110,18 +104,3 @@ def _write_torchscript(spec: ModelSpec, module: torch.nn.Module, path: Path) -> 
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(module, _example_input(spec))
         torch.jit.save(traced, str(path))
-
-
-def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write`` on a temporary file beside ``dest``, then rename it over ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name ends like dest, so .gitignore patterns for dest also cover it.
-    descriptor, temporary = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=f"-{dest.name}")
-    os.close(descriptor)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, EXPORT_MODE)
-        os.replace(temporary, dest)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

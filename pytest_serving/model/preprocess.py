@@ -1,28 +1,51 @@
-"""Image decoding and preprocessing shared by the in-process reference and every server handler.
+"""Image decoding, preprocessing and ONNX classification shared by the in-process reference and every server handler.
 
-This file has no dependency beyond numpy and Pillow: the model export copies it verbatim
-next to each server's handler (as ``serving_preprocess.py``), so the servers and the
-reference run the same bytes of code and any disagreement comes from the serving path.
+This file has no dependency beyond numpy and Pillow (onnxruntime is imported when a
+``Classifier`` is made): each deployment copies it verbatim next to the server's handler
+(as ``serving_preprocess.py``), beside ``model.onnx`` and ``serving_card.json`` (the model
+card's input, preprocessing, output and labels), so the servers and the reference run the
+same bytes of code with the same parameters and any disagreement comes from the serving path.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-RESIZE_SHORTER_SIDE = 256
-CROP_SIZE = 224
-MEAN = 0.5
-STD = 0.5
+#: The files a deployment folder holds beside its handler.
+CARD_FILE = "serving_card.json"
+MODEL_FILE = "model.onnx"
+#: The embedded EfficientNet-Lite0's card as ``serving_card.json`` holds it: the default of every function here.
+DEFAULT_SPEC: Mapping = {
+    "input": {"name": "input", "layout": "NCHW", "size": 224, "dtype": "float32"},
+    "preprocess": {
+        "resize_shorter": 256,
+        "crop": "center",
+        "scale": 255.0,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "channels": "RGB",
+    },
+    "output": {"name": "logits", "kind": "logits"},
+}
+RESIZE_SHORTER_SIDE = DEFAULT_SPEC["preprocess"]["resize_shorter"]
+CROP_SIZE = DEFAULT_SPEC["input"]["size"]
+TOP_K = 5
 # Refuse before decoding pixels: a small file can declare enormous dimensions (a decompression bomb).
 MAX_PIXELS = 40_000_000
 # 10000x1 images would be resized to millions of pixels on the long side.
 MAX_ASPECT_RATIO = 20.0
 # The last line of defence against oversized uploads, for servers whose HTTP layer has no limit.
 MAX_FILE_BYTES = 32 * 1024 * 1024
+# onnxruntime threads per model when the server does not say (PYTEST_SERVING_INTRA_OP_THREADS).
+MAX_DEFAULT_THREADS = 4
 
 
 class InvalidImage(ValueError):
@@ -69,25 +92,50 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def preprocess_image(image: Image.Image) -> np.ndarray:
-    """Resize the shorter side to 256, centre-crop 224, scale to [-1, 1]; CHW float32."""
-    width, height = image.size
-    if width <= height:
-        size = (RESIZE_SHORTER_SIDE, int(RESIZE_SHORTER_SIDE * height / width))
+def preprocess_image(image: Image.Image, spec: Mapping = DEFAULT_SPEC) -> np.ndarray:
+    """The card's preprocessing of one decoded image: resize the shorter side, centre-crop the
+    square (or resize straight to it), channel order, scale/mean/std (float32) or raw pixels
+    (uint8), in the card's layout without the batch axis."""
+    steps, tensor = spec["preprocess"], spec["input"]
+    size = int(tensor["size"])
+    if steps.get("crop", "center") == "none":
+        image = image.resize((size, size), Image.BILINEAR)
     else:
-        size = (int(RESIZE_SHORTER_SIDE * width / height), RESIZE_SHORTER_SIDE)
-    image = image.resize(size, Image.BILINEAR)
-    left = round((size[0] - CROP_SIZE) / 2.0)
-    top = round((size[1] - CROP_SIZE) / 2.0)
-    image = image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - MEAN) / STD
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+        shorter = int(steps.get("resize_shorter", size))
+        width, height = image.size
+        if width <= height:
+            scaled = (shorter, int(shorter * height / width))
+        else:
+            scaled = (int(shorter * width / height), shorter)
+        image = image.resize(scaled, Image.BILINEAR)
+        left = round((scaled[0] - size) / 2.0)
+        top = round((scaled[1] - size) / 2.0)
+        image = image.crop((left, top, left + size, top + size))
+    pixels = np.asarray(image, dtype=np.uint8)
+    if steps.get("channels", "RGB") == "BGR":
+        pixels = pixels[..., ::-1]
+    if tensor.get("dtype", "float32") == "uint8":
+        array = pixels
+    else:
+        mean = np.asarray(steps.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+        std = np.asarray(steps.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+        array = (pixels.astype(np.float32) / np.float32(steps.get("scale", 1.0)) - mean) / std
+    if tensor.get("layout", "NCHW") == "NCHW":
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)
 
 
-def preprocess(data: bytes) -> np.ndarray:
-    """Encoded image bytes to the model's input tensor (3, 224, 224)."""
-    return preprocess_image(decode(data))
+def preprocess(data: bytes, spec: Mapping = DEFAULT_SPEC) -> np.ndarray:
+    """Encoded image bytes to the model's input for one image, as the card says."""
+    return preprocess_image(decode(data), spec)
+
+
+def probabilities(outputs: np.ndarray, spec: Mapping = DEFAULT_SPEC) -> np.ndarray:
+    """The model's output rows as probabilities (float64): softmax of logits, or as they are."""
+    outputs = np.atleast_2d(outputs)
+    if spec["output"].get("kind", "logits") == "probabilities":
+        return outputs.astype(np.float64)
+    return softmax(outputs)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,3 +149,67 @@ def top_k(probabilities: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray
     """Indices and probabilities of the k largest entries of each row, best first."""
     order = np.argsort(-probabilities, axis=-1, kind="stable")[..., :k]
     return order, np.take_along_axis(probabilities, order, axis=-1)
+
+
+def load_spec(folder: str | os.PathLike) -> dict:
+    """The card a deployment folder carries (``serving_card.json``)."""
+    return json.loads((Path(folder) / CARD_FILE).read_text())
+
+
+class Classifier:
+    """The card's ONNX model run with onnxruntime on encoded images: what every handler and the
+    in-process reference call, so both decode, preprocess, infer and rank alike.
+
+    ``threads`` is onnxruntime's intra-op thread count; default ``PYTEST_SERVING_INTRA_OP_THREADS``,
+    else the CPUs this process may use, at most 4, so one model does not oversubscribe the host.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        threads: int | None = None,
+        *,
+        spec: Mapping | None = None,
+        model_file: str | os.PathLike | None = None,
+    ) -> None:
+        import onnxruntime
+
+        self.spec = dict(spec) if spec is not None else load_spec(folder)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or _default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        path = str(model_file or Path(folder) / MODEL_FILE)
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.spec["input"]["name"]
+        self.output_name = self.spec["output"]["name"]
+        self.labels = list(self.spec.get("labels") or [])
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities [n, classes] for a batch of preprocessed inputs."""
+        (outputs,) = self.session.run([self.output_name], {self.input_name: batch})
+        return probabilities(outputs, self.spec)
+
+    def classify(self, files: Sequence[bytes], k: int = TOP_K) -> list:
+        """Per encoded image, ``{"classes": [...], "probabilities": [...]}`` (top-k, best first), or the
+        exception that says why not: ``InvalidImage`` for bytes that are no usable image (the client's
+        fault: 400), any other for a fault of ours (500); one bad image never fails the others."""
+        results: list = [None] * len(files)
+        valid: list[tuple[int, np.ndarray]] = []
+        for index, data in enumerate(files):
+            try:
+                valid.append((index, preprocess(data, self.spec)))
+            except Exception as error:  # noqa: BLE001 - returned per image, so its batch mates are still answered
+                results[index] = error
+        if valid:
+            classes, top = top_k(self.infer(np.stack([tensor for _, tensor in valid])), k)
+            for row, (index, _) in enumerate(valid):
+                results[index] = {"classes": classes[row].tolist(), "probabilities": top[row].tolist()}
+        return results
+
+
+def _default_threads() -> int:
+    configured = os.environ.get("PYTEST_SERVING_INTRA_OP_THREADS")
+    if configured:
+        return int(configured)
+    return min(MAX_DEFAULT_THREADS, len(os.sched_getaffinity(0)))

@@ -59,14 +59,19 @@ class ModelSpec:
             if self.random_weights_id is None:
                 raise ValueError(f"model {self.name!r} needs a weights file")
             return self.random_weights_id
-        resolved = Path(path).resolve()
-        stat = resolved.stat()
-        return "sha256:" + _file_sha256(resolved, stat.st_size, stat.st_mtime_ns)
+        return "sha256:" + file_sha256(Path(path))
 
     def load(self, weights: Path | None = None) -> LoadedModel:
         """Build the model in eval mode with its weights (slow: imports torch, reads the file)."""
         module, origin = self.build(self.weights_file(weights))
         return LoadedModel(self.name, module, self.weights_id(weights), origin)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes; cheap after the first call while the file is unchanged."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _file_sha256(resolved, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import json
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model.preprocess import preprocess, softmax, top_k
+from ..model.preprocess import DEFAULT_SPEC, preprocess, probabilities, softmax, top_k
 from ..model.registry import INPUT_NAME, OUTPUT_NAME
 from .base import HttpRequest, Prediction, Protocol, ProtocolError
 
@@ -38,7 +39,15 @@ def prediction_from_logits(logits: np.ndarray) -> Prediction:
 
 
 class V1Protocol(Protocol):
-    """One image per request over the TF Serving REST predict API; subclasses choose the instance."""
+    """One image per request over the TF Serving REST predict API; subclasses choose the instance.
+
+    Each prediction row is the model's output as the card's ``spec`` describes it (logits or
+    probabilities); top-5 is computed here, as the reference does.
+    """
+
+    def __init__(self, model_name: str, version: str | None = None, *, spec: Mapping = DEFAULT_SPEC) -> None:
+        super().__init__(model_name, version)
+        self.spec = spec
 
     @property
     def predict_path(self) -> str:
@@ -56,12 +65,13 @@ class V1Protocol(Protocol):
         self.raise_for_status(status, body)
         try:
             predictions = json.loads(body)["predictions"]
-            logits = np.asarray(predictions, dtype=np.float64)
+            scores = np.asarray(predictions, dtype=np.float64)
         except (ValueError, KeyError, TypeError) as error:
             raise ProtocolError(f"{self.name}: response holds no predictions: {error}: {body[:300]!r}") from None
-        if logits.ndim != 2 or logits.shape[0] != 1 or logits.shape[1] < 5:
-            raise ProtocolError(f"{self.name}: expected one row of logits, got shape {list(logits.shape)}")
-        return prediction_from_logits(logits[0])
+        if scores.ndim != 2 or scores.shape[0] != 1 or scores.shape[1] < 2:
+            raise ProtocolError(f"{self.name}: expected one row of class scores, got shape {list(scores.shape)}")
+        classes, top = top_k(probabilities(scores, self.spec))
+        return Prediction(tuple(int(c) for c in classes[0]), tuple(float(p) for p in top[0]))
 
 
 class V1TensorProtocol(V1Protocol):
@@ -70,7 +80,7 @@ class V1TensorProtocol(V1Protocol):
     name = "v1-tensor"
 
     def instance_json(self, image: bytes) -> str:
-        return float32_json(preprocess(image))
+        return float32_json(preprocess(image, self.spec))
 
 
 class V1ImageProtocol(V1Protocol):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
+from ..model.preprocess import DEFAULT_SPEC, preprocess, probabilities, top_k
 from .base import HttpRequest, Prediction, Protocol, ProtocolError
 
 INPUT_NAME = "IMAGE"
@@ -70,30 +72,38 @@ class V2Protocol(Protocol):
 
 
 class V2TensorProtocol(V2Protocol):
-    """Tensor-in/logits-out over V2, for model variants that cannot decode images in the server
+    """Tensor-in/outputs-out over V2, for model variants that cannot decode images in the server
     (official images without our Python dependencies): the client preprocesses exactly like the
-    reference does."""
+    reference does, with the card's ``spec`` (``ModelCard.serving_spec``)."""
 
     name = "v2-tensor"
-    input_name = "input"
-    output_name = "logits"
+
+    def __init__(self, model_name: str, version: str | None = None, *, spec: Mapping = DEFAULT_SPEC) -> None:
+        super().__init__(model_name, version)
+        self.spec = spec
+
+    @property
+    def input_name(self) -> str:
+        return self.spec["input"]["name"]
+
+    @property
+    def output_name(self) -> str:
+        return self.spec["output"]["name"]
 
     def encode(self, image: bytes) -> HttpRequest:
-        from ..model.preprocess import preprocess
-
-        tensor = preprocess(image)[np.newaxis].astype("<f4").tobytes()
-        tensor_input = {"name": self.input_name, "shape": [1, 3, 224, 224], "datatype": "FP32"}
+        array = preprocess(image, self.spec)[np.newaxis]
+        datatype, dtype = ("UINT8", "u1") if array.dtype == np.uint8 else ("FP32", "<f4")
+        tensor = array.astype(dtype).tobytes()
+        tensor_input = {"name": self.input_name, "shape": list(array.shape), "datatype": datatype}
         tensor_input["parameters"] = {"binary_data_size": len(tensor)}
         return binary_request(self.infer_path, [tensor_input], [self.output_name], tensor)
 
     def decode(self, status: int, body: bytes) -> Prediction:
-        from ..model.preprocess import softmax, top_k
-
         self.raise_for_status(status, body)
         try:
             outputs = {output["name"]: output for output in json.loads(body)["outputs"]}
-            logits = np.asarray(outputs[self.output_name]["data"], dtype=np.float64).reshape(1, -1)
+            scores = np.asarray(outputs[self.output_name]["data"], dtype=np.float64).reshape(1, -1)
         except (ValueError, KeyError, TypeError) as error:
-            raise ProtocolError(f"v2-tensor: response holds no logits: {error}: {body[:300]!r}") from None
-        classes, probabilities = top_k(softmax(logits))
-        return Prediction(tuple(int(c) for c in classes[0]), tuple(float(p) for p in probabilities[0]))
+            raise ProtocolError(f"v2-tensor: response holds no {self.output_name}: {error}: {body[:300]!r}") from None
+        classes, top = top_k(probabilities(scores, self.spec))
+        return Prediction(tuple(int(c) for c in classes[0]), tuple(float(p) for p in top[0]))

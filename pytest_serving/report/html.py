@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..files import write_atomically
 from . import charts
 from .summary import (
     OUTCOMES,
@@ -53,13 +54,14 @@ def render_report(results: Mapping[str, Any], directory: Path) -> Path:
     images = _draw_charts(results)
     folder = directory / CHARTS_FOLDER
     for name, png in images.items():
-        write_atomically(folder / f"{name}.png", png)
+        write_atomically(folder / f"{name}.png", lambda file, png=png: file.write_bytes(png))
     if folder.is_dir():  # charts of an earlier report in this directory would pass for this one's
         for stale in folder.glob("*.png"):
             if stale.stem not in images:
                 stale.unlink()
     path = directory / REPORT_NAME
-    write_atomically(path, report_html(results, images).encode())
+    page = report_html(results, images).encode()
+    write_atomically(path, lambda file: file.write_bytes(page))
     return path
 
 
@@ -71,20 +73,6 @@ def _draw_charts(results: Mapping[str, Any]) -> dict[str, bytes]:
     except ImportError:
         return {}
     return {spec.name: charts.draw(spec) for spec in charts.chart_specs(points)}
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
@@ -267,6 +255,7 @@ def _correctness_section(results: Mapping[str, Any]) -> str:
     parts.append(
         _table(["target", "n", "top-1", "top-5", "in-process top-1", "in-process top-5", "agreement", "max |Δp|"], rows)
     )
+    parts.append(_per_class_table(results))
     matrix = agreement_matrix(results)
     names = sorted({first for first, _ in matrix})
     if names:
@@ -276,6 +265,25 @@ def _correctness_section(results: Mapping[str, Any]) -> str:
         ]
         parts.append(_table(["", *map(escape, names)], matrix_rows))
     return "\n".join(parts)
+
+
+def _per_class_table(results: Mapping[str, Any]) -> str:
+    """Top-1 per class and target, beside the in-process model's: where a deployment is worse."""
+    targets = {name: data["correctness"].get("per_class", {}) for name, data in target_results(results).items()
+               if data.get("correctness")}
+    labels = sorted({label for per_class in targets.values() for label in per_class})
+    if not labels:
+        return ""
+    rows = []
+    for label in labels:
+        cells = [escape(label)]
+        reference = next((per_class[label] for per_class in targets.values() if label in per_class), None)
+        cells.append(str(reference["n"]) if reference else "-")
+        cells.append(percent(reference["reference_top1"]) if reference else "-")
+        cells += [percent(per_class[label]["top1"]) if label in per_class else "-" for per_class in targets.values()]
+        rows.append(cells)
+    header = ["class", "n", "in-process top-1", *(f"{escape(name)} top-1" for name in targets)]
+    return "<h3>Top-1 per class</h3>" + _table(header, rows)
 
 
 def _agreement_cell(agreement: Agreement | None) -> str:

@@ -178,16 +178,14 @@ def robustness_counts(target: Mapping[str, Any]) -> Counter[str]:
 def session_conditions(settings: Settings) -> dict[str, object]:
     """What every figure of the session was measured under: model and weights, host, load settings."""
     from .. import __version__
-    from ..model.registry import get_model
 
-    try:
-        weights = get_model(settings.model_name).weights_id()
-    except (ImportError, OSError, ValueError) as error:
-        weights = f"unknown ({type(error).__name__}: {error})"
+    card = settings.card
     load = settings.load
     conditions: dict[str, object] = {
-        "model": settings.model_name,
-        "weights_id": weights,
+        "model": card.name,
+        "model_card": card.source,
+        # Artifact bytes and every field of the card: two runs with the same id served the same model.
+        "card_id": card.card_id,
         "samples": f"{settings.samples or 'bundled default photos'}"
         + (f" (at most {settings.samples_limit})" if settings.samples_limit else ""),
         "host_cpus": os.cpu_count(),

@@ -23,6 +23,7 @@ from PIL import Image
 
 from pytest_serving.correctness import same_top1
 from pytest_serving.deployment import Deployment, target_options
+from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import InvalidImage
 from pytest_serving.plugin import selected_targets
 from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol, ProtocolError
@@ -98,8 +99,8 @@ def robustness_cases(robustness_sample: Sample) -> dict[str, Case]:
 class CaseReferences:
     """The in-process model's answer to each image-level case's own bytes, computed once per case."""
 
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
         self._classifier = None
         self._answers: dict[str, tuple[Prediction | None, str]] = {}
 
@@ -110,7 +111,7 @@ class CaseReferences:
                 from pytest_serving.model.reference import ReferenceClassifier
 
                 # One thread: the server under test holds the other cores.
-                self._classifier = ReferenceClassifier(self.model_name, threads=1)
+                self._classifier = ReferenceClassifier(self.card, threads=1)
             try:
                 self._answers[case.name] = (self._classifier.predict(case.image_bytes()), "")
             except InvalidImage as error:
@@ -131,7 +132,7 @@ class CaseReferences:
 @pytest.fixture(scope="session")
 def robustness_references(serving_settings) -> CaseReferences:
     """In-process answers to the cases' own bytes, shared by every target."""
-    return CaseReferences(serving_settings.model_name)
+    return CaseReferences(serving_settings.card)
 
 
 class ServerWatch:

@@ -6,19 +6,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import requests
 
 from ..images.recipe import OfflineImage
 from ..protocols.base import Protocol
 
+if TYPE_CHECKING:
+    from ..model.card import ModelCard
+
 
 @dataclass(frozen=True)
 class TargetOptions:
-    """The user's choices that shape how a target runs (from the command line or ini)."""
+    """The user's choices that shape how a target runs (from the command line or ini).
+
+    ``card`` is the model to deploy (``--serving-model``); ``model_name``, the name the server
+    knows it by, is the card's name.
+    """
 
     model_name: str = "efficientnet_lite0"
+    card: ModelCard | None = None
     model_repo: Path | None = None
     gpus: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -76,8 +84,24 @@ class ServingTarget(ABC):
     def default_image(cls, gpus: str | None) -> str:
         return cls.official_gpu_image if gpus else cls.official_image
 
-    def prepare_model_repo(self, folder: Path) -> None:
-        """Generate build output the server needs in ``folder`` (weights, archives); cached."""
+    @property
+    def card(self) -> ModelCard:
+        if self.options.card is None:
+            raise ValueError(f"{self.name}: no model card given (TargetOptions.card)")
+        return self.options.card
+
+    @abstractmethod
+    def build_deployment(self, sources: Path, dest: Path) -> None:
+        """Write this server's whole model repository for ``self.card`` into the empty folder ``dest``.
+
+        ``sources`` is this target's folder of ``model_repo/`` (handler templates); the card's
+        files go beside the handler through ``model.deploy_files.write_card_files``. The result is
+        cached by the caller (keyed by card and sources) and mounted read-only at ``model_mount``.
+        """
+
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot deploy ``self.card`` at all (e.g. it needs an artifact the card lacks)."""
+        return None
 
     @abstractmethod
     def command(self) -> list[str]:

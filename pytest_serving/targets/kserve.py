@@ -1,10 +1,10 @@
-"""KServe's Python model server running the TF SavedModel of the embedded model.
+"""KServe's Python model server running the model card's ONNX with onnxruntime.
 
 One image, one server, two protocols: ``kserve`` talks V2 / Open Inference Protocol and
 ``kserve-v1`` the V1 (TF Serving) REST API, so the contract suite checks both paths of the
-same deployment. The served ``kserve.Model`` is ``model_repo/kserve/kserve_model.py``; it
-decodes images with ``serving_preprocess.py`` and runs ``<model>/saved_model``, both written
-into the model repository by ``prepare_model_repo``.
+same deployment. The served ``kserve.Model`` is ``model_repo/kserve/kserve_model.py``, one
+generic class for every card; it decodes images with ``serving_preprocess.py`` and runs
+``<model>/model.onnx`` as ``<model>/serving_card.json`` says, all written by ``build_deployment``.
 
 KServe 0.21 reads V2's binary-data extension (``Inference-Header-Content-Length``), but its
 REST decoder converts every binary BYTES tensor to UTF-8 text before the model runs, so an
@@ -19,12 +19,14 @@ KServe publishes no image for custom Python models (each user builds one), so th
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
 import requests
 
 from ..images.recipe import OfflineImage
+from ..model.deploy_files import copy_preprocess, write_card_files
 from ..metrics.server import ServerMetricsSpec
 from ..protocols.base import HttpRequest, Protocol
 from ..protocols.tfserving import V1ImageProtocol
@@ -32,15 +34,15 @@ from ..protocols.v2 import CLASSES_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT, V2P
 from .base import Endpoint, ServingTarget, probe
 
 KSERVE_VERSION = "0.21.0"
-TENSORFLOW_VERSION = "2.21.0"
 SERVER_SCRIPT = "kserve_model.py"
 
 KSERVE_OFFLINE_IMAGE = OfflineImage(
-    tag=f"pytest-serving/kserve:{KSERVE_VERSION}-cpu",
+    # "-ort": onnxruntime runs the card's ONNX (images before model cards ran a TF SavedModel).
+    tag=f"pytest-serving/kserve:{KSERVE_VERSION}-ort-cpu",
     # numpy and Pillow as on the host that computes the in-process reference, so both decode alike.
-    wheels=(f"kserve=={KSERVE_VERSION}", f"tensorflow-cpu=={TENSORFLOW_VERSION}", "numpy==2.4.6", "pillow==13.0.0"),
+    wheels=(f"kserve=={KSERVE_VERSION}", "onnxruntime==1.31.1", "numpy==2.4.6", "pillow==13.0.0"),
     dockerfile_steps="""
-RUN python3 -c 'import kserve, tensorflow, PIL'
+RUN python3 -c 'import kserve, onnxruntime, PIL'
 WORKDIR /models
 """,
 )
@@ -77,26 +79,21 @@ class KServeTarget(ServingTarget):
     #: The protocol's own model-readiness path, formatted with ``model``.
     model_ready_path: ClassVar[str]
 
-    def prepare_model_repo(self, folder: Path) -> None:
-        from ..model.export import copy_preprocess
-        from ..model.tf_export import export_saved_model
-
-        copy_preprocess(folder)
-        export_saved_model(folder / self.model_name / "saved_model", self.model_name)
+    def build_deployment(self, sources: Path, dest: Path) -> None:
+        """The server script with ``serving_preprocess.py`` beside it, and ``<model>/`` with the card's files."""
+        shutil.copyfile(sources / SERVER_SCRIPT, dest / SERVER_SCRIPT)
+        copy_preprocess(dest)
+        write_card_files(self.card, dest / self.card.name)
 
     def command(self) -> list[str]:
         return [
             "python3",
             f"{self.model_mount}/{SERVER_SCRIPT}",
             f"--model_name={self.model_name}",
-            f"--model_dir={self.model_mount}/{self.model_name}/saved_model",
+            f"--model_dir={self.model_mount}/{self.model_name}",
             f"--http_port={self.ports['http']}",
             f"--grpc_port={self.ports['grpc']}",
         ]
-
-    def environment(self) -> dict[str, str]:
-        # TensorFlow's C++ INFO lines (CPU features, thread pools) drown the server's own log.
-        return {"TF_CPP_MIN_LOG_LEVEL": "1"}
 
     def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
         server = probe(session, f"{endpoint.base_url}/v2/health/ready")
@@ -124,4 +121,4 @@ class KServeV1(KServeTarget):
     model_ready_path = "/v1/models/{model}"
 
     def protocol(self) -> Protocol:
-        return V1ImageProtocol(self.model_name)
+        return V1ImageProtocol(self.model_name, spec=self.card.serving_spec())

@@ -1,8 +1,8 @@
-"""TensorFlow Serving (``tensorflow_model_server``) running the TF SavedModel of the embedded model.
+"""TensorFlow Serving (``tensorflow_model_server``) running a SavedModel: the card's, or the built-in model's.
 
 Only the official images run it: TF Serving ships no wheel, so there is no offline recipe,
 and without a registry the target is skipped with the ``docker pull`` / ``--serving-image``
-fix. The SavedModel (``model_repo/tfserving/<model>/1/``, written by ``prepare_model_repo``)
+fix. The SavedModel (``<model>/1/``, written by ``build_deployment``)
 has no image-decoding signature, so the client preprocesses and sends the float array in
 the REST row format, as the study did; ``protocols.tfserving.TFServingGrpcClient`` speaks
 the gRPC PredictionService on the ``grpc`` port with the same tensor.
@@ -10,6 +10,7 @@ the gRPC PredictionService on the ``grpc`` port with the same tensor.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,10 +31,23 @@ class TFServing(ServingTarget):
     ports: ClassVar[dict[str, int]] = {"http": 8501, "grpc": 8500}
     model_repo_folder = "tfserving"
 
-    def prepare_model_repo(self, folder: Path) -> None:
+    def unavailable_reason(self) -> str | None:
+        if self.card.export is None and self.card.artifact_savedmodel is None:
+            return (
+                f"TF Serving serves SavedModels only: model card {self.card.source} names none "
+                "(add artifact_savedmodel = 'FOLDER' to the card to test it on TF Serving)"
+            )
+        return None
+
+    def build_deployment(self, sources: Path, dest: Path) -> None:
+        """``<model>/1/``: the card's SavedModel, or the built-in model exported to one."""
+        version = dest / self.card.name / MODEL_VERSION
+        if self.card.artifact_savedmodel is not None:
+            shutil.copytree(self.card.artifact_savedmodel, version)
+            return
         from ..model.tf_export import export_saved_model
 
-        export_saved_model(folder / self.model_name / MODEL_VERSION, self.model_name)
+        export_saved_model(version, self.card.export)
 
     def command(self) -> list[str]:
         # The image's entrypoint already runs tensorflow_model_server on ports 8500/8501 with
@@ -52,7 +66,7 @@ class TFServing(ServingTarget):
         return any(status.get("state") == "AVAILABLE" for status in versions)
 
     def protocol(self) -> Protocol:
-        return V1TensorProtocol(self.model_name)
+        return V1TensorProtocol(self.model_name, spec=self.card.serving_spec())
 
     def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
         # TF Serving's APIs report model versions only; the official image's tag is its release.

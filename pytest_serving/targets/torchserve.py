@@ -1,9 +1,11 @@
 """PyTorch TorchServe.
 
 The model travels as a model archive (``<model>.mar``) that ``torch-model-archiver`` builds
-on the host from the TorchScript export, the project's ``handler.py``, ``serving_preprocess.py``
-and ``model-config.yaml`` (workers and server-side batching). The same command runs the
-official images and the offline one.
+on the host from the card's ONNX, the project's generic ``handler.py`` (onnxruntime), the
+card's ``serving_preprocess.py`` and ``serving_card.json``, and ``model-config.yaml`` (workers
+and server-side batching). The same command runs the official images and the offline one;
+the official images lack onnxruntime, so there the handler needs an image with it
+(``--serving-image torchserve=...``).
 
 TorchServe 0.12 enforces token authorization by default: at start it writes
 ``key_file.json`` into its working directory, with one key for the inference API and one
@@ -18,21 +20,21 @@ starts the server with ``--disable-token-auth`` and sends no keys.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from ..images.recipe import OfflineImage
+from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
+from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
 from ..protocols.torchserve import (
     TokenKeys,
@@ -44,6 +46,9 @@ from ..protocols.torchserve import (
     workers_ready,
 )
 from .base import Endpoint, ServingTarget, TargetOptions, probe
+
+if TYPE_CHECKING:
+    from ..model.card import ModelCard
 
 TORCHSERVE_VERSION = "0.12.0"
 #: Relative on purpose: ``docker exec`` runs in the container's working directory, where
@@ -60,7 +65,8 @@ SERVER_CONFIG = "config.properties"
 ARCHIVE_MODE = 0o644
 
 TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
-    tag=f"pytest-serving/torchserve:{TORCHSERVE_VERSION}-cpu",
+    # "-ort": the handler runs the card's ONNX with onnxruntime (images before model cards had none).
+    tag=f"pytest-serving/torchserve:{TORCHSERVE_VERSION}-ort-cpu",
     apt_packages=("openjdk-17-jre-headless",),
     wheels=(
         f"torchserve=={TORCHSERVE_VERSION}",
@@ -70,7 +76,8 @@ TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
         # The same versions as the in-process reference, so both sides decode and infer alike.
         "numpy==2.4.6",
         "pillow==13.0.0",
-        # The CPU build: pip on the host must find it (a find-links folder holding the wheel,
+        "onnxruntime==1.31.1",
+        # TorchServe's worker imports torch whatever the handler runs. The CPU build: pip on the host must find it (a find-links folder holding the wheel,
         # or https://download.pytorch.org/whl/cpu as an extra index); PyPI has no +cpu builds.
         "torch==2.13.0+cpu",
     ),
@@ -78,7 +85,7 @@ TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
     dockerfile_steps="""
 RUN useradd --create-home --uid 1000 model-server \\
  && java -version \\
- && python3 -c 'import torch, ts, model_archiver, yaml, numpy, PIL'
+ && python3 -c 'import torch, ts, model_archiver, yaml, numpy, PIL, onnxruntime'
 USER model-server
 WORKDIR /home/model-server
 CMD ["torchserve", "--start", "--foreground", "--ncs", "--model-store", "/models"]
@@ -107,8 +114,10 @@ class TorchServe(ServingTarget):
         self.auth = parse_auth(options.extra.get(AUTH_OPTION, "on"))
         self._keys: TokenKeys | None = None
 
-    def prepare_model_repo(self, folder: Path) -> None:
-        build_model_archive(folder, self.model_name)
+    def build_deployment(self, sources: Path, dest: Path) -> None:
+        """``<model>.mar`` (handler, card files, model-config.yaml) and the server's config.properties."""
+        shutil.copyfile(sources / SERVER_CONFIG, dest / SERVER_CONFIG)
+        build_model_archive(self.card, sources, dest)
 
     def command(self) -> list[str]:
         command = [
@@ -205,52 +214,31 @@ def management_url(endpoint: Endpoint) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port + 1}")).rstrip("/")
 
 
-def build_model_archive(folder: Path, model_name: str) -> Path:
-    """``folder/<model>.mar`` from the TorchScript export and the handler sources beside it.
-
-    Rebuilt only when an input changed (the stamp holds their hashes), and renamed into
-    place from a private scratch folder, so servers never see a half-written archive.
-    """
-    from ..model.export import _write_atomically, copy_preprocess, export_torchscript, stamp_path
-
+def build_model_archive(card: ModelCard, sources: Path, dest: Path, version: str = "1.0") -> Path:
+    """``dest/<card>.mar`` from the card's files and the handler sources in ``sources``."""
     if importlib.util.find_spec("model_archiver") is None:
         raise ModelArchiveError(
             f"torch-model-archiver is not installed: pip install torch-model-archiver=={TORCHSERVE_VERSION} "
             "(part of pytest-serving[model])"
         )
-    work = folder / model_name
-    serialized = export_torchscript(work / "model.pt", model_name)
-    preprocess = copy_preprocess(work)
-    handler, model_config = folder / HANDLER, folder / MODEL_CONFIG
-    inputs = (handler, model_config, preprocess, stamp_path(serialized))
-    stamp = json.dumps(
-        {
-            "archiver": installed_version("torch-model-archiver"),
-            "model": model_name,
-            "inputs": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in inputs},
-        },
-        sort_keys=True,
-    )
-    archive = folder / f"{model_name}.mar"
-    if archive.exists() and stamp_path(archive).exists() and stamp_path(archive).read_text() == stamp:
-        return archive
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-archive-") as scratch:
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".tmp-archive-") as scratch:
+        files = write_card_files(card, Path(scratch) / "files")
         command = [
             sys.executable,
             "-m",
             "model_archiver.model_packaging",
             "--model-name",
-            model_name,
+            card.name,
             "--version",
-            "1.0",
+            version,
             "--serialized-file",
-            str(serialized),
+            str(files / MODEL_FILE),
             "--handler",
-            str(handler),
+            str(sources / HANDLER),
             "--extra-files",
-            str(preprocess),
+            f"{files / SERVING_PREPROCESS},{files / CARD_FILE}",
             "--config-file",
-            str(model_config),
+            str(sources / MODEL_CONFIG),
             "--export-path",
             scratch,
             "--force",
@@ -260,10 +248,10 @@ def build_model_archive(folder: Path, model_name: str) -> Path:
         result = subprocess.run(
             command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch}, check=False
         )
-        built = Path(scratch) / f"{model_name}.mar"
+        built = Path(scratch) / f"{card.name}.mar"
         if result.returncode != 0 or not built.is_file():
             raise ModelArchiveError(f"torch-model-archiver failed (exit {result.returncode}): {result.stderr[-2000:]}")
         built.chmod(ARCHIVE_MODE)
+        archive = dest / f"{card.name}.mar"
         os.replace(built, archive)
-    _write_atomically(stamp_path(archive), lambda path: path.write_text(stamp))
     return archive

@@ -1,8 +1,9 @@
 """NVIDIA Triton Inference Server.
 
-The offline CPU image runs the project's python-backend model (image bytes in, top-5 out);
-the official NGC image has no Pillow or onnxruntime for that Python, so there the
-``<model>_onnx`` variant runs on the onnxruntime backend and the client preprocesses.
+The offline CPU image runs the project's generic python-backend model (image bytes in, top-5
+out) on the card's ONNX; the official NGC image has no Pillow or onnxruntime for that Python,
+so there the ``<model>_onnx`` variant runs the same ONNX on the onnxruntime backend and the
+client preprocesses as the card says.
 
 The offline image is built without NGC, from the ``tritonserver`` that the PyPI wheel
 nvidia-pytriton ships. The wheel is auditwheel-repaired: ``tritonserver``, its python backend and the stubs find
@@ -18,15 +19,22 @@ through the onnxruntime wheel) and the local response cache.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import requests
 
 from ..images.recipe import OfflineImage, WheelFiles
+from ..model.deploy_files import write_card_files
+from ..model.preprocess import MODEL_FILE
 from ..protocols.base import Protocol
 from ..protocols.v2 import V2Protocol, V2TensorProtocol
 from .base import Endpoint, ServingTarget, probe
+
+if TYPE_CHECKING:
+    from ..model.card import ModelCard
 
 #: What ``GET /v2`` of this build reports: nvidia-pytriton 0.7.0 carries Triton 2.51.0 (r24.10).
 TRITON_SERVER_VERSION = "2.51.0"
@@ -89,15 +97,17 @@ class Triton(ServingTarget):
     def deployed_model(self) -> str:
         return self.model_name if self.image_origin != "official" else f"{self.model_name}_onnx"
 
-    def prepare_model_repo(self, folder: Path) -> None:
-        from ..model.export import copy_preprocess, export_onnx
-
-        version = folder / self.model_name / "1"
-        copy_preprocess(version)
-        export_onnx(version / "model.onnx", self.model_name)
-        onnx_variant = folder / f"{self.model_name}_onnx"
-        if onnx_variant.is_dir():
-            export_onnx(onnx_variant / "1" / "model.onnx", self.model_name)
+    def build_deployment(self, sources: Path, dest: Path) -> None:
+        """``<card>/`` (python backend: config.pbtxt, 1/model.py and the card's files) and
+        ``<card>_onnx/`` (onnxruntime backend, for the official image)."""
+        model = dest / self.card.name
+        version = write_card_files(self.card, model / "1")
+        shutil.copyfile(sources / "config.pbtxt", model / "config.pbtxt")
+        shutil.copyfile(sources / "model.py", version / "model.py")
+        onnx_version = dest / f"{self.card.name}_onnx" / "1"
+        onnx_version.mkdir(parents=True)
+        os.link(version / MODEL_FILE, onnx_version / MODEL_FILE)
+        (onnx_version.parent / "config.pbtxt").write_text(onnx_backend_config(self.card))
 
     def command(self) -> list[str]:
         return [
@@ -117,7 +127,7 @@ class Triton(ServingTarget):
 
     def protocol(self) -> Protocol:
         if self.image_origin == "official":
-            return V2TensorProtocol(self.deployed_model)
+            return V2TensorProtocol(self.deployed_model, spec=self.card.serving_spec())
         return V2Protocol(self.deployed_model)
 
     def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
@@ -137,3 +147,19 @@ class Triton(ServingTarget):
         except (requests.RequestException, ValueError, KeyError, TypeError) as error:
             models = {"(repository index unreadable)": f"{type(error).__name__}: {error}"}
         return {"ready": self.is_ready(endpoint, session), "models": models}
+
+
+def onnx_backend_config(card: ModelCard) -> str:
+    """config.pbtxt of the card's ONNX on Triton's onnxruntime backend: the client sends the
+    preprocessed tensor (``V2TensorProtocol``) and reads the raw outputs."""
+    side = card.input.size
+    dims = [3, side, side] if card.input.layout == "NCHW" else [side, side, 3]
+    dtype = "TYPE_FP32" if card.input.dtype == "float32" else "TYPE_UINT8"
+    return f"""# {card.name} on the onnxruntime backend (official images); generated from the model card.
+backend: "onnxruntime"
+max_batch_size: 8
+input [ {{ name: "{card.input.name}" data_type: {dtype} dims: {dims} }} ]
+output [ {{ name: "{card.output.name}" data_type: TYPE_FP32 dims: [ {card.num_classes} ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+"""

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pytest_serving.model import export, registry, resnet
+from pytest_serving.model import deploy_files, export, registry, resnet
+from pytest_serving.model.card import load_card
 from pytest_serving.model.preprocess import InvalidImage, preprocess
 from pytest_serving.model.reference import ReferenceClassifier, to_predictions
 from pytest_serving.protocols.base import Prediction
@@ -74,12 +75,14 @@ def photos() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def reference() -> ReferenceClassifier:
-    return ReferenceClassifier()
+    return ReferenceClassifier(load_card("efficientnet_lite0"), threads=1)
 
 
 @pytest.fixture(scope="module")
-def eager_logits(reference: ReferenceClassifier, photos: list[bytes]) -> np.ndarray:
-    return reference.logits(photos)
+def eager_logits(photos: list[bytes]) -> np.ndarray:
+    module = registry.get_model("efficientnet_lite0").load().module
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.stack([preprocess(photo) for photo in photos]))).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +213,12 @@ def test_batched_predictions_match_single_ones(reference: ReferenceClassifier, p
     np.testing.assert_allclose([p.probabilities for p in batched], [p.probabilities for p in single], atol=1e-5)
 
 
-def test_thread_count_applies_only_while_the_reference_computes(
-    reference: ReferenceClassifier, photos: list[bytes], monkeypatch: pytest.MonkeyPatch
+def test_reference_runs_the_cards_onnx_as_the_eager_model_does(
+    reference: ReferenceClassifier, photos: list[bytes], eager_logits: np.ndarray
 ) -> None:
-    seen: list[int] = []
+    from pytest_serving.model.preprocess import softmax
 
-    def model_recording_threads(batch: torch.Tensor) -> torch.Tensor:
-        seen.append(torch.get_num_threads())
-        return torch.zeros(len(batch), 1000)
-
-    monkeypatch.setattr(reference, "threads", 2)
-    monkeypatch.setattr(reference, "_module", model_recording_threads)
-    reference.predict(photos[0])
-    assert (seen, torch.get_num_threads()) == ([2], 1)
+    np.testing.assert_allclose(reference.probabilities(photos), softmax(eager_logits), atol=1e-5)
 
 
 def test_predict_many_rejects_a_batch_size_below_one(reference: ReferenceClassifier, photos: list[bytes]) -> None:
@@ -250,12 +246,12 @@ def test_exif_rotated_jpeg_is_classified_like_the_upright_one(
 
 
 def test_to_predictions_orders_classes_by_probability() -> None:
-    logits = np.array([[0.0, 3.0, 1.0, 2.0, -1.0, 4.0], [5.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    first, second = to_predictions(logits, k=3)
+    probabilities = np.array([[0.0, 0.3, 0.1, 0.2, 0.0, 0.4], [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    first, second = to_predictions(probabilities, k=3)
     assert first.classes == (5, 1, 3)
     assert second.top1 == 0
     assert isinstance(first, Prediction)
-    assert first.probabilities[0] == pytest.approx(np.exp(4) / np.exp(logits[0]).sum())
+    assert first.probabilities == pytest.approx((0.4, 0.3, 0.2))
 
 
 def test_onnx_export_has_the_serving_contract(exports: Path) -> None:
@@ -333,9 +329,9 @@ def test_failed_export_leaves_neither_file_nor_temporary(tmp_path: Path, monkeyp
 
 def test_copy_preprocess_is_verbatim_and_refreshes_a_stale_copy(tmp_path: Path) -> None:
     source = Path(export.__file__).with_name("preprocess.py").read_bytes()
-    copied = export.copy_preprocess(tmp_path)
+    copied = deploy_files.copy_preprocess(tmp_path)
     assert copied == tmp_path / "serving_preprocess.py"
     assert copied.read_bytes() == source
     copied.write_text("stale")
-    export.copy_preprocess(tmp_path)
+    deploy_files.copy_preprocess(tmp_path)
     assert copied.read_bytes() == source

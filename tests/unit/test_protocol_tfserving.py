@@ -83,7 +83,7 @@ def test_decode_error_status_carries_the_servers_message():
         b"not json",
         b'{"outputs": []}',
         b'{"predictions": []}',
-        b'{"predictions": [[0.1, 0.2]]}',
+        b'{"predictions": [[0.1]]}',
         json.dumps({"predictions": [logits_with({1: 1.0}), logits_with({2: 1.0})]}).encode(),
         b'{"predictions": [{"logits": [1, 2, 3, 4, 5, 6]}]}',
     ],

@@ -66,7 +66,7 @@ def level_entry(target: str, users: int, repeats: list[PhaseStats], scenario: st
 
 
 def correctness(n: int, top1: float, agreement: float) -> dict:
-    return CorrectnessSummary(n, top1, 1.0, top1, 1.0, agreement, 1e-6).to_dict()
+    return CorrectnessSummary(n, top1, 1.0, top1, 1.0, agreement, 1e-6, {}).to_dict()
 
 
 PREDICTIONS = {
