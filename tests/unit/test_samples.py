@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from pytest_serving.samples import SampleError, default_samples, discover, load_classes
+from pytest_serving.samples import SampleError, default_samples, discover, discover_labelled, load_classes, read_csv
 
 CLASSES = "index\twnid\tname\n0\tn01440764\ttench\n1\tn01443537\tgoldfish\n2\tn01484850\tgreat_white_shark\n"
 
@@ -77,3 +77,43 @@ def test_default_samples_are_real_jpeg_photos_with_fair_classes():
     for sample in samples:
         assert sample.data[:2] == b"\xff\xd8"
         assert sample.label in sample.accepted
+
+
+LABELS = ("cat", "cat_toy", "dog")
+
+
+def touch_jpeg(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8 not decoded here")
+    return path
+
+
+def test_imagefolder_named_by_the_cards_labels(tmp_path: Path) -> None:
+    touch_jpeg(tmp_path / "dog" / "a.jpg")
+    touch_jpeg(tmp_path / "cat_toy" / "b.jpg")
+    samples = discover_labelled(tmp_path, LABELS)
+    assert [(s.id, s.label, s.label_name) for s in samples] == [("cat_toy-b", 1, "cat_toy"), ("dog-a", 2, "dog")]
+
+
+def test_flat_files_take_the_longest_label_that_prefixes_them(tmp_path: Path) -> None:
+    touch_jpeg(tmp_path / "cat_toy_001.jpg")
+    touch_jpeg(tmp_path / "cat_002.jpg")
+    assert [(s.label_name, s.label) for s in discover_labelled(tmp_path, LABELS)] == [("cat", 0), ("cat_toy", 1)]
+
+
+def test_a_folder_or_file_naming_no_label_lists_them_and_the_labels(tmp_path: Path) -> None:
+    touch_jpeg(tmp_path / "horse" / "a.jpg")
+    touch_jpeg(tmp_path / "cow_1.jpg")
+    with pytest.raises(SampleError, match=r"name no label of the model card: cow_1.jpg, horse/; the card's labels are: cat, cat_toy, dog"):
+        discover_labelled(tmp_path, LABELS)
+
+
+def test_csv_rows_are_paths_relative_to_the_file_and_the_cards_labels(tmp_path: Path) -> None:
+    touch_jpeg(tmp_path / "images" / "x.jpg")
+    touch_jpeg(tmp_path / "images" / "y.jpg")
+    (tmp_path / "val.csv").write_text("path,label\nimages/x.jpg,dog\nimages/y.jpg,cat\n")
+    samples = read_csv(tmp_path / "val.csv", LABELS, None, None)
+    assert [(s.id, s.label, s.label_name) for s in samples] == [("images-x", 2, "dog"), ("images-y", 0, "cat")]
+    (tmp_path / "bad.csv").write_text("images/x.jpg,horse\n")
+    with pytest.raises(SampleError, match=r"bad.csv:1: label 'horse' is not the model card's; known: cat, cat_toy, dog"):
+        read_csv(tmp_path / "bad.csv", LABELS, None, None)
