@@ -42,7 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
     settings = Settings.from_config(config, list(TARGETS))
-    session.install(config, settings)
+    state = session.install(config, settings)
+    if selected_targets(settings):
+        state.check_inputs()
     config.pluginmanager.register(fixtures, "pytest-serving-fixtures")
     if selected_targets(settings) and str(SUITES) not in config.args:
         # The built-in suites ship inside the package and run whenever targets are selected.

@@ -31,6 +31,11 @@ class SessionState:
         self.outcomes: dict[str, tuple[str, str]] = {}
         self._samples: list[Sample] | None = None
 
+    def check_inputs(self) -> None:
+        """Load the model card and the samples now, so that a mistake in either is one usage error
+        naming it before anything is collected or any container starts."""
+        self.samples()
+
     def samples(self) -> list[Sample]:
         """The labelled samples the options name, read once; a usage error says what is wrong with them."""
         if self._samples is None:

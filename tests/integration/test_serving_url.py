@@ -11,7 +11,8 @@ import requests
 from docker.models.containers import Container
 
 from pytest_serving.containers.labels import SESSION_LABEL, container_labels
-from pytest_serving.deployment import EMBEDDED_MODEL_REPO
+from pytest_serving.deployment import EMBEDDED_MODEL_REPO, built_deployment
+from pytest_serving.model.card import load_card
 from pytest_serving.report.results import ResultsStore
 from pytest_serving.targets.base import Endpoint, TargetOptions
 from pytest_serving.targets.triton import Triton
@@ -29,9 +30,9 @@ def existing_triton(docker_client, offline_image) -> Iterator[tuple[str, Contain
     process died; yields (base URL on 127.0.0.1, the docker container).
     """
     image = offline_image("triton")
-    target = Triton(TargetOptions(model_repo=EMBEDDED_MODEL_REPO))
-    folder = EMBEDDED_MODEL_REPO / Triton.model_repo_folder
-    target.prepare_model_repo(folder)
+    card = load_card("efficientnet_lite0")
+    target = Triton(TargetOptions(model_name=card.name, card=card, model_repo=EMBEDDED_MODEL_REPO))
+    folder = built_deployment(target, EMBEDDED_MODEL_REPO / Triton.model_repo_folder)
     http_port = f"{Triton.ports['http']}/tcp"
     container = docker_client.containers.run(
         image,

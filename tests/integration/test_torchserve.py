@@ -18,7 +18,9 @@ from pytest_serving.protocols.torchserve import bearer, key_refused
 from pytest_serving.samples import Sample, discover
 from pytest_serving.settings import Settings
 from pytest_serving.targets import TARGETS
-from pytest_serving.targets.torchserve import MODEL_CONFIG, TORCHSERVE_VERSION, build_model_archive
+from pytest_serving.model.card import load_card
+from pytest_serving.targets.base import TargetOptions
+from pytest_serving.targets.torchserve import MODEL_CONFIG, TORCHSERVE_VERSION, TorchServe
 
 MODEL = "efficientnet_lite0"
 BATCH = 8
@@ -73,17 +75,17 @@ def test_answers_with_the_inference_key_and_refuses_requests_without_it(settings
 def slow_batching_repo(tmp_path: Path) -> Path:
     """A model repository whose batches wait 3 s to fill, so concurrent requests surely share one, and
     whose server logs its metrics."""
-    folder = tmp_path / "torchserve"
-    # Copies the TorchScript export too, when there is one, so it is not exported again.
-    shutil.copytree(
-        EMBEDDED_MODEL_REPO / "torchserve", folder, ignore=shutil.ignore_patterns("*.mar", "*.mar.export-stamp")
-    )
-    (folder / MODEL_CONFIG).write_text(f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {BATCH}\nmaxBatchDelay: 3000\n")
+    sources = tmp_path / "sources"
+    shutil.copytree(EMBEDDED_MODEL_REPO / "torchserve", sources)
+    (sources / MODEL_CONFIG).write_text(f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {BATCH}\nmaxBatchDelay: 3000\n")
     # The batches are read back from the per-batch metric lines TorchServe logs in its "log" metrics mode.
-    config = folder / "config.properties"
+    config = sources / "config.properties"
     config.write_text(config.read_text().replace("metrics_mode=prometheus", "metrics_mode=log"))
-    build_model_archive(folder, MODEL)
-    return tmp_path
+    folder = tmp_path / "repo" / "torchserve"
+    folder.mkdir(parents=True)
+    card = load_card(MODEL)
+    TorchServe(TargetOptions(model_name=card.name, card=card)).build_deployment(sources, folder)
+    return tmp_path / "repo"
 
 
 def test_an_undecodable_request_gets_its_own_400_and_spares_its_batch(settings, samples, slow_batching_repo):
