@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
@@ -88,7 +88,7 @@ def load_average() -> str:
 
 def machine_line() -> str:
     """When and where a result was taken: UTC time, host, CPU count and load right now."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"{now}; {platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; load average {load_average()}"
 
 

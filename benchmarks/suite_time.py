@@ -89,6 +89,7 @@ def boot_times(targets: list[str]) -> list[str]:
         settings = Settings(
             targets=[target],
             samples=None,
+            samples_csv=None,
             classes=None,
             samples_limit=None,
             images={},
@@ -96,7 +97,7 @@ def boot_times(targets: list[str]) -> list[str]:
             report_dir=None,
             gpus=None,
             startup_timeout=600.0,
-            model_name="efficientnet_lite0",
+            model="efficientnet_lite0",
             model_repo=None,
             strict=False,
         )

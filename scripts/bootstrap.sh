@@ -2,7 +2,7 @@
 # Set up a fresh Debian machine for pytest-serving, idempotently:
 #   Docker engine and debootstrap (apt), dockerd running, the package with its model extras (pip),
 #   the offline CPU images of every target (built locally from wheels: no registry needed),
-#   and the exported model repository.
+#   and every target's deployment of the default model card.
 # Re-running skips whatever is already there. Needs root for apt and dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,6 @@ python3 -m pip install -q -e '.[model,report,tf]'
 
 log "building the offline images (cached: seconds when they exist)"
 pytest-serving build-images
-log "exporting the model repository (cached)"
+log "building every target's deployment of the default model card (cached)"
 pytest-serving export-model
 log "ready"

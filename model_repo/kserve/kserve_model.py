@@ -73,7 +73,7 @@ class CardModel(Model):
             if isinstance(answer, serving_preprocess.InvalidImage):
                 raise InvalidInput(f"image {position}: {answer}")
             if isinstance(answer, Exception):
-                raise RuntimeError(f"cannot classify image {position}: {type(answer).__name__}: {answer}")
+                raise answer  # a fault of ours: KServe answers 500 with its message
         classes = np.array([answer["classes"] for answer in answers], dtype=np.int64)
         top_probabilities = np.array([answer["probabilities"] for answer in answers], dtype=np.float32)
         outputs = [

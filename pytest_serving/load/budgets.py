@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -113,10 +112,7 @@ def load_budget_file(path: str | Path) -> BudgetTable:
     if path.suffix == ".json":
         document = json.loads(text)
     elif path.suffix == ".toml":
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            import tomli as tomllib
+        import tomllib
         document = tomllib.loads(text)
     else:
         raise BudgetError(f"{path}: budgets file must end in .toml or .json")

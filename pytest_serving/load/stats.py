@@ -25,7 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +310,7 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
         windows=windows,
         stable=stable,
         stability=stability,
-        started_at=datetime.fromtimestamp(samples.started_at, timezone.utc).isoformat(),
+        started_at=datetime.fromtimestamp(samples.started_at, UTC).isoformat(),
         duration=phase.duration,
         processes=samples.processes,
         cpu_warnings=samples.cpu_warnings,

@@ -9,10 +9,8 @@ to a temporary name and renamed, so a reader never sees half a report.
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -77,7 +75,7 @@ def _draw_charts(results: Mapping[str, Any]) -> dict[str, bytes]:
 
 def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """The whole page; ``images`` holds the PNG of every chart by name (empty: no charts)."""
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
         f"<h1>pytest-serving report</h1><p class='note'>Generated {generated} from results.json.</p>",
         _conditions_section(results),

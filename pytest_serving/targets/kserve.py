@@ -26,8 +26,8 @@ from typing import ClassVar
 import requests
 
 from ..images.recipe import OfflineImage
-from ..model.deploy_files import copy_preprocess, write_card_files
 from ..metrics.server import ServerMetricsSpec
+from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import HttpRequest, Protocol
 from ..protocols.tfserving import V1ImageProtocol
 from ..protocols.v2 import CLASSES_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT, V2Protocol, binary_request

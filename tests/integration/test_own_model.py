@@ -50,24 +50,28 @@ def labelled_images(tmp_path_factory: pytest.TempPathFactory, shared_samples: Pa
     return folder
 
 
-def test_a_user_card_runs_the_contract_suite_on_every_target(
+def test_a_user_card_runs_the_contract_suite_and_the_examples_checks_on_every_target(
     pytester, offline_image, own_model, labelled_images, session_id
 ):
     for target in TARGETS:
         offline_image(target)
+    for name in ("conftest.py", "test_release.py", "pytest.ini"):  # the example project's own checks
+        shutil.copyfile(EXAMPLE / name, pytester.path / name)
     result = pytester.runpytest_subprocess(
         f"--serving={','.join(TARGETS)}",
         f"--serving-model={own_model}",
         f"--serving-samples={labelled_images}",
         f"--serving-report={pytester.path / 'out'}",
+        "--serving-load=off",
         "-m",
-        "serving_contract",
+        "not serving_robustness",
         "-p",
         "no:cacheprovider",
     )
     samples = sum(1 for _ in labelled_images.glob("*/*"))
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
-    assert result.parseoutcomes()["passed"] == len(TARGETS) * (samples + 1)  # per-sample tests + aggregate
+    # Per target: the per-sample tests, the aggregate, and the example's two checks.
+    assert result.parseoutcomes()["passed"] == len(TARGETS) * (samples + 1 + 2)
     results = json.loads((pytester.path / "out" / "results.json").read_text())
     for target in TARGETS:
         correctness = results["targets"][target]["correctness"]

@@ -13,12 +13,12 @@ import pytest
 import requests
 
 from pytest_serving.deployment import EMBEDDED_MODEL_REPO, Deployment, deploy
+from pytest_serving.model.card import load_card
 from pytest_serving.protocols.client import ClassifierClient
 from pytest_serving.protocols.torchserve import bearer, key_refused
 from pytest_serving.samples import Sample, discover
 from pytest_serving.settings import Settings
 from pytest_serving.targets import TARGETS
-from pytest_serving.model.card import load_card
 from pytest_serving.targets.base import TargetOptions
 from pytest_serving.targets.torchserve import MODEL_CONFIG, TORCHSERVE_VERSION, TorchServe
 

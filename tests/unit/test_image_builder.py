@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_serving.images import builder
 from pytest_serving.cache import cache_root
+from pytest_serving.images import builder
 from pytest_serving.images.builder import ImageBuildError, debian_mirror, extract_wheel_files
 from pytest_serving.images.recipe import BASE_IMAGE, OfflineImage, WheelFiles, install_spec, render_dockerfile
 from pytest_serving.targets.triton import TRITON_OFFLINE_IMAGE
