@@ -63,6 +63,10 @@ def test_a_user_card_runs_the_contract_suite_and_the_examples_checks_on_every_ta
         f"--serving-samples={labelled_images}",
         f"--serving-report={pytester.path / 'out'}",
         "--serving-load=off",
+        # The example's p95 budget is for its own CI runner; speed is not this test's business, so the
+        # ini override (which beats the marker, as a team's per-runner budgets do) widens it.
+        "-o",
+        "serving_budgets=p95_ms = 600000",
         "-m",
         "not serving_robustness",
         "-p",
