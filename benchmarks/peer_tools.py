@@ -170,6 +170,11 @@ def k6_script(
 def parse_k6_summary(summary: Mapping, duration_s: float) -> ToolFigures:
     """Figures from the summary our k6 script writes: its window metrics (latency in ms)."""
     metrics = summary.get("metrics", {})
+    if "measured_latency" not in metrics and "window_open_ms" in metrics:
+        raise ToolOutputError(
+            f"k6: no request sent in the {duration_s:g} s window got a successful answer "
+            f"(answers in the window: {metrics.get('measured_answers', {}).get('values', {}).get('count', 0)})"
+        )
     try:
         latency = metrics["measured_latency"]["values"]
         answers = metrics["measured_answers"]["values"]["count"]
@@ -240,3 +245,56 @@ def cpu_fit(runs: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
         (requests - mean_x) ** 2 for requests, _ in runs
     )
     return mean_y - slope * mean_x, slope * 1000.0
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """One run as the throughput decomposition needs it: the tool's rate, the server's rate and time per request."""
+
+    rps: float
+    server_rps: float
+    server_ms: float
+
+    @property
+    def in_server(self) -> float:
+        """Requests inside the server on average over the window (Little's law: rate x time in the server)."""
+        return self.server_rps * self.server_ms / 1000.0
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """A tool's throughput over a reference tool's, as the product of three factors (geometric means over rounds).
+
+    ``counting``: how the tools' own rates compare with what the server counted in their windows;
+    ``load``: how many requests each kept inside the server (the concurrency the client really applied);
+    ``speed``: the server's time per request during the reference's runs over that during the tool's.
+    ``ratio == counting * load * speed`` exactly.
+    """
+
+    ratio: float
+    counting: float
+    load: float
+    speed: float
+
+
+def _geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(value) for value in values) / len(values))
+
+
+def decompose(tool: Sequence[RunCounts], reference: Sequence[RunCounts]) -> Decomposition | None:
+    """The decomposition of ``tool``'s throughput over ``reference``'s; None without positive figures on both sides."""
+    sides = []
+    for runs in (tool, reference):
+        usable = [run for run in runs if run.rps > 0 and run.server_rps > 0 and run.server_ms > 0]
+        if not usable:
+            return None
+        sides.append(
+            (
+                _geometric_mean([run.rps for run in usable]),
+                _geometric_mean([run.rps / run.server_rps for run in usable]),
+                _geometric_mean([run.in_server for run in usable]),
+                _geometric_mean([run.server_ms for run in usable]),
+            )
+        )
+    (rps, counted, inside, server_ms), (rps_ref, counted_ref, inside_ref, server_ms_ref) = sides
+    return Decomposition(rps / rps_ref, counted / counted_ref, inside / inside_ref, server_ms_ref / server_ms)

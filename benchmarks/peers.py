@@ -58,18 +58,21 @@ import requests
 from capacity import children_cpu_seconds
 from loopback import command_line, load_average, machine_line
 from peer_tools import (
+    RunCounts,
     Snapshot,
     ToolFigures,
     ToolOutputError,
     centered_window,
     counters_at,
     cpu_fit,
+    decompose,
     k6_script,
     parse_k6_summary,
     parse_perf_analyzer_csv,
     perf_analyzer_input,
     perf_analyzer_requests,
 )
+from suite_time import wait_for_quiet
 
 from pytest_serving.containers.cleanup import remove_labelled
 from pytest_serving.containers.labels import SESSION_ID
@@ -136,6 +139,14 @@ class Run:
     @property
     def server_rps(self) -> float | None:
         return self.server.requests / self.server_window_s if self.server else None
+
+    @property
+    def counts(self) -> RunCounts | None:
+        """The figures the throughput decomposition uses; None without the server's."""
+        server_ms = self.server.server_ms if self.server else None
+        if self.server_rps is None or server_ms is None:
+            return None
+        return RunCounts(self.figures.rps, self.server_rps, server_ms)
 
 
 def find_binary(name: str) -> str | None:
@@ -333,7 +344,9 @@ def bench_target(
     target: str, image: bytes, tools: dict[str, str | None], args: argparse.Namespace
 ) -> tuple[Runs, list[str]] | str:
     """Every point and round on one target: the runs per (users, tool) and the runs that failed (why),
-    or why the target was skipped."""
+    or why the target was skipped. A server that stops answering ends the target, with its log tail."""
+    wait_for_quiet(args.max_load, args.max_wait)
+    print(f"{target}: load average {load_average()} at the start", flush=True)
     try:
         with deploy(target, settings_for(target, args.startup_timeout)) as deployment:
             encoded = deployment.endpoint.protocol.encode(image)
@@ -357,25 +370,43 @@ def bench_target(
                     engine(warm)
                 except ToolOutputError as error:
                     print(f"  server warm-up: {error}", flush=True)
-                for round_index in range(args.rounds):
-                    for users in args.users:
-                        for tool, binary in usable.items():
-                            job = Job(deployment, image, request, users, args.duration, args.warmup, Path(work), binary)
-                            try:
-                                run = measure(tool, job, sampler)
-                            except (ToolOutputError, LoadError, subprocess.TimeoutExpired) as error:
-                                failed.append(f"round {round_index + 1}, {users} users, {tool}: {error}")
-                                print(f"  FAILED {failed[-1]}", flush=True)
-                                continue
-                            runs.setdefault((users, tool), []).append(run)
-                            print(
-                                f"  round {round_index + 1} {users:>3} users {tool:<15} {run.figures.rps:7.1f}/s "
-                                f"server {fmt(run.server_rps, '.1f')}/s",
-                                flush=True,
-                            )
+                for round_index, users, tool in schedule(args.rounds, args.users, list(usable)):
+                    job = Job(deployment, image, request, users, args.duration, args.warmup, Path(work), usable[tool])
+                    try:
+                        run = measure(tool, job, sampler)
+                    except (ToolOutputError, LoadError, subprocess.TimeoutExpired, requests.RequestException) as error:
+                        failed.append(f"round {round_index + 1}, {users} users, {tool}: {error}")
+                        print(f"  FAILED {failed[-1]}", flush=True)
+                        if not server_alive(deployment):
+                            failed.append(f"{target} stopped answering; its log tail:\n{deployment.log_tail()}")
+                            print(failed[-1], flush=True)
+                            break
+                        continue
+                    runs.setdefault((users, tool), []).append(run)
+                    print(
+                        f"  round {round_index + 1} {users:>3} users {tool:<15} {run.figures.rps:7.1f}/s "
+                        f"server {fmt(run.server_rps, '.1f')}/s",
+                        flush=True,
+                    )
             return runs, failed
     except Unavailable as unavailable:
         return f"{target}: SKIPPED: {unavailable}"
+
+
+def schedule(rounds: int, points: list[int], tools: list[str]) -> list[tuple[int, int, str]]:
+    """(round, users, tool) in run order: every round visits every point, and every point every tool."""
+    return [(round_index, users, tool) for round_index in range(rounds) for users in points for tool in tools]
+
+
+def server_alive(deployment: Deployment) -> bool:
+    """Whether the server still passes its readiness probe."""
+    with requests.Session() as session:
+        session.headers.update(deployment.endpoint.headers)
+        try:
+            return deployment.target.is_ready(deployment.endpoint, session)
+        except Exception as error:  # noqa: BLE001 - a target's probe may raise its own errors (keys refused)
+            print(f"  readiness probe failed: {type(error).__name__}: {error}", flush=True)
+            return False
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -408,9 +439,9 @@ def table(target: str, runs: Runs) -> list[str]:
         f"{target}: medians over rounds; ratio = rps / {reference}'s rps at the same point",
         (
             "| users | tool | rps | per round | p50 ms | p95 ms | p99 ms | failures | client CPU ms/req "
-            f"| server rps | server ms/req | {inside} | ratio |"
+            f"| server rps | server ms/req | {inside} | in server | ratio |"
         ),
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for users in sorted({users for users, _ in runs}):
         for tool in tools:
@@ -428,7 +459,9 @@ def table(target: str, runs: Runs) -> list[str]:
                 f"| {fmt(median([run.cpu_ms_per_request for run in group]), '.2f')} "
                 f"| {fmt(median([run.server_rps for run in group]), '.1f')} "
                 f"| {fmt(median([run.server.server_ms for run in group if run.server]), '.1f')} "
-                f"| {fmt(median(inside_ms), '.1f')} | {fmt(ratio(runs, users, tool), '.3f')} |"
+                f"| {fmt(median(inside_ms), '.1f')} "
+                f"| {fmt(median([run.counts.in_server for run in group if run.counts]), '.2f')} "
+                f"| {fmt(ratio(runs, users, tool), '.3f')} |"
             )
     return lines
 
@@ -447,15 +480,25 @@ def cpu_lines(runs: Runs) -> list[str]:
 
 
 def verdicts(target: str, runs: Runs) -> list[str]:
-    """The acceptance lines: the engine's throughput within ACCEPTANCE_SHARE of the reference tool's at each point."""
+    """The acceptance lines: the engine's throughput against the reference tool's at each point, and why they differ."""
     lines = []
+    reference = reference_tool(runs)
     for users in sorted({users for users, _ in runs}):
         share = ratio(runs, users, ENGINE)
-        if share is not None:
-            within = "within" if abs(share - 1) <= ACCEPTANCE_SHARE else "OUTSIDE"
-            lines.append(
-                f"{target}, {users} users: engine / {reference_tool(runs)} = {share:.3f} ({within} {ACCEPTANCE_SHARE:.0%})"
+        if share is None:
+            continue
+        within = "within" if abs(share - 1) <= ACCEPTANCE_SHARE else "OUTSIDE"
+        line = f"{target}, {users} users: engine / {reference} = {share:.3f} ({within} {ACCEPTANCE_SHARE:.0%})"
+        parts = decompose(
+            [run.counts for run in runs.get((users, ENGINE), []) if run.counts],
+            [run.counts for run in runs.get((users, reference), []) if run.counts],
+        )
+        if parts is not None:
+            line += (
+                f"; geometric means over rounds: {parts.ratio:.3f} = counting {parts.counting:.3f}"
+                f" x load kept in the server {parts.load:.3f} x server speed {parts.speed:.3f}"
             )
+        lines.append(line)
     return lines
 
 
@@ -467,11 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS)}")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the tables give medians")
     parser.add_argument(
-        "--duration", type=float, default=8.0, help="measured seconds per run (perf_analyzer: 3 windows)"
+        "--duration", type=float, default=10.0, help="measured seconds per run (perf_analyzer: 3 windows)"
     )
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each engine and k6 run")
     parser.add_argument("--warmup-server", type=float, default=10.0, help="untimed engine seconds after each boot")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
+    parser.add_argument("--max-load", type=float, default=4.0, help="wait for a 1-minute load average below this")
+    parser.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for that before going on")
     parser.add_argument("--perf-analyzer", dest=PERF_ANALYZER, help="perf_analyzer binary (default: found)")
     parser.add_argument("--k6", dest=K6, help="k6 binary (default: found)")
     args = parser.parse_args(argv)

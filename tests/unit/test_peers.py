@@ -150,3 +150,34 @@ def test_cpu_fit_separates_the_fixed_cost_from_the_cost_per_request():
 
 def test_cpu_fit_needs_two_run_sizes():
     assert peer_tools.cpu_fit([(40, 1.0), (40, 1.1)]) is None
+
+
+def test_throughput_ratio_is_counting_times_load_times_server_speed():
+    # The tool counts 2 % more than the server saw, keeps 3.6 of 4 requests in the server where the
+    # reference keeps 3.9, and the server took 110 ms per request in its runs against 100 ms.
+    tool = [peer_tools.RunCounts(rps=1.02 * 3.6 / 0.110, server_rps=3.6 / 0.110, server_ms=110.0)] * 3
+    reference = [peer_tools.RunCounts(rps=3.9 / 0.100, server_rps=3.9 / 0.100, server_ms=100.0)] * 3
+    parts = peer_tools.decompose(tool, reference)
+    assert parts.counting == pytest.approx(1.02)
+    assert parts.load == pytest.approx(3.6 / 3.9)
+    assert parts.speed == pytest.approx(100 / 110)
+    assert parts.ratio == pytest.approx(parts.counting * parts.load * parts.speed)
+
+
+def test_decomposition_is_exact_over_rounds_that_differ():
+    tool = [peer_tools.RunCounts(10.0, 9.5, 95.0), peer_tools.RunCounts(14.0, 14.2, 70.0)]
+    reference = [peer_tools.RunCounts(12.0, 12.1, 80.0), peer_tools.RunCounts(9.0, 8.8, 110.0)]
+    parts = peer_tools.decompose(tool, reference)
+    assert parts.ratio == pytest.approx(parts.counting * parts.load * parts.speed)
+    assert parts.ratio == pytest.approx((10.0 * 14.0) ** 0.5 / (12.0 * 9.0) ** 0.5)
+
+
+def test_decomposition_without_server_figures_is_none():
+    assert peer_tools.decompose([peer_tools.RunCounts(10.0, 0.0, 0.0)], [peer_tools.RunCounts(9.0, 9.0, 100.0)]) is None
+
+
+def test_k6_summary_of_a_window_without_a_successful_answer_says_so():
+    summary = k6_summary()
+    del summary["metrics"]["measured_latency"]
+    with pytest.raises(peer_tools.ToolOutputError, match="no request sent in the 9 s window got a successful answer"):
+        peer_tools.parse_k6_summary(summary, duration_s=9.0)
