@@ -472,10 +472,12 @@ def cpu_lines(runs: Runs) -> list[str]:
     for tool in TOOLS:
         pairs = [(run.served, run.client_cpu_s) for (_, name), group in runs.items() if name == tool for run in group]
         fit = cpu_fit(pairs)
-        if fit is not None:
-            lines.append(
-                f"  {tool}: {fit[0]:.2f} CPU s per run (start-up, tear-down) + {fit[1]:.2f} CPU ms per request"
-            )
+        if fit is None:
+            continue
+        split = f"{fit[0]:.2f} CPU s per run (start-up, tear-down) + {fit[1]:.2f} CPU ms per request"
+        if min(fit) < 0:
+            split = f"not separable: the fit gives a negative part ({split}); too few or too small runs"
+        lines.append(f"  {tool}: {split}")
     return lines
 
 
