@@ -21,6 +21,10 @@ bearer key). Per tool and point it reports the median over rounds of:
   answers per second the server counted in that window and its mean time per request
   (Triton: request and compute time; TorchServe: inference latency and queue time).
 
+``--control-user-rate R`` adds a negative control: the engine with every user paced to R
+requests/s, a client that does not keep ``users`` requests in flight; the decomposition must
+put its shortfall on the load factor, not on the server.
+
 perf_analyzer runs on Triton only: its ``torchserve`` service kind sends ``-H`` headers (the
 bearer key) but posts the file as a ``multipart/form-data`` field ``data``, not the raw bytes the
 engine and k6 send, so on TorchServe only the engine and k6 run.
@@ -84,6 +88,9 @@ from pytest_serving.protocols.v2 import INPUT_NAME, V2Protocol
 from pytest_serving.settings import Settings
 
 ENGINE, PERF_ANALYZER, K6 = "pytest-serving", "perf_analyzer", "k6"
+#: A deliberately broken client (``--control-user-rate``): the engine with every user paced, so that it
+#: does not keep ``users`` requests in flight. The server's counters must blame it on the client.
+CONTROL = "paced engine (control)"
 TOOLS = (ENGINE, PERF_ANALYZER, K6)
 SAMPLE_INTERVAL_S = 0.25
 #: How much longer than its measured span a perf_analyzer or k6 run may take before it is stopped.
@@ -115,6 +122,8 @@ class Job:
     warmup: float
     work_dir: Path
     binary: str | None
+    #: Requests per second per user (paced closed loop); None: back to back.
+    user_rate: float | None = None
 
     @property
     def url(self) -> str:
@@ -200,7 +209,7 @@ def run_tool(tool: str, argv: list[str], timeout_s: float) -> str:
 
 def engine(job: Job) -> ToolFigures:
     """The load engine: one closed-loop phase of ``run_phase``."""
-    phase = LoadPhase(users=job.users, duration=job.duration, warmup=job.warmup)
+    phase = LoadPhase(users=job.users, duration=job.duration, warmup=job.warmup, user_rate=job.user_rate)
     stats = run_phase(job.url, [job.request], phase, started_by_plugin=True)
     if stats.latency is None:
         raise ToolOutputError(f"the engine got no successful answer: {stats.status_counts}")
@@ -259,7 +268,12 @@ def k6(job: Job) -> ToolFigures:
     return parse_k6_summary(json.loads(summary.read_text()), job.duration)
 
 
-RUNNERS: dict[str, Callable[[Job], ToolFigures]] = {ENGINE: engine, PERF_ANALYZER: perf_analyzer, K6: k6}
+RUNNERS: dict[str, Callable[[Job], ToolFigures]] = {
+    ENGINE: engine,
+    PERF_ANALYZER: perf_analyzer,
+    K6: k6,
+    CONTROL: engine,
+}
 
 
 class CounterSampler:
@@ -372,6 +386,8 @@ def bench_target(
                     print(f"  server warm-up: {error}", flush=True)
                 for round_index, users, tool in schedule(args.rounds, args.users, list(usable)):
                     job = Job(deployment, image, request, users, args.duration, args.warmup, Path(work), usable[tool])
+                    if tool == CONTROL:
+                        job = replace(job, user_rate=args.control_user_rate)
                     try:
                         run = measure(tool, job, sampler)
                     except (ToolOutputError, LoadError, subprocess.TimeoutExpired, requests.RequestException) as error:
@@ -432,7 +448,7 @@ def ratio(runs: Runs, users: int, tool: str) -> float | None:
 def table(target: str, runs: Runs) -> list[str]:
     """One markdown table per target: medians over rounds, the ratio to the reference tool, the server's figures."""
     reference = reference_tool(runs)
-    tools = [tool for tool in TOOLS if any(name == tool for _, name in runs)]
+    tools = [tool for tool in (*TOOLS, CONTROL) if any(name == tool for _, name in runs)]
     triton_like = any(run.server and run.server.compute_ms is not None for group in runs.values() for run in group)
     inside = "compute ms/req" if triton_like else "queue ms/req"
     lines = [
@@ -469,7 +485,7 @@ def table(target: str, runs: Runs) -> list[str]:
 def cpu_lines(runs: Runs) -> list[str]:
     """Each tool's client CPU split into a fixed part per run and a marginal part per request (a line fit)."""
     lines = []
-    for tool in TOOLS:
+    for tool in (*TOOLS, CONTROL):
         pairs = [(run.served, run.client_cpu_s) for (_, name), group in runs.items() if name == tool for run in group]
         fit = cpu_fit(pairs)
         if fit is None:
@@ -485,14 +501,14 @@ def verdicts(target: str, runs: Runs) -> list[str]:
     """The acceptance lines: the engine's throughput against the reference tool's at each point, and why they differ."""
     lines = []
     reference = reference_tool(runs)
-    for users in sorted({users for users, _ in runs}):
-        share = ratio(runs, users, ENGINE)
+    for users, tool in sorted({(users, tool) for users, tool in runs if tool in (ENGINE, CONTROL)}):
+        share = ratio(runs, users, tool)
         if share is None:
             continue
         within = "within" if abs(share - 1) <= ACCEPTANCE_SHARE else "OUTSIDE"
-        line = f"{target}, {users} users: engine / {reference} = {share:.3f} ({within} {ACCEPTANCE_SHARE:.0%})"
+        line = f"{target}, {users} users: {tool} / {reference} = {share:.3f} ({within} {ACCEPTANCE_SHARE:.0%})"
         parts = decompose(
-            [run.counts for run in runs.get((users, ENGINE), []) if run.counts],
+            [run.counts for run in runs.get((users, tool), []) if run.counts],
             [run.counts for run in runs.get((users, reference), []) if run.counts],
         )
         if parts is not None:
@@ -521,12 +537,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for that before going on")
     parser.add_argument("--perf-analyzer", dest=PERF_ANALYZER, help="perf_analyzer binary (default: found)")
     parser.add_argument("--k6", dest=K6, help="k6 binary (default: found)")
+    parser.add_argument(
+        "--control-user-rate",
+        type=float,
+        help="also run a deliberately broken client: the engine with each user paced to this many requests/s",
+    )
     args = parser.parse_args(argv)
     chosen = [tool for tool in args.tools.split(",") if tool]
     unknown = sorted(set(chosen) - set(TOOLS))
     if unknown:
         parser.error(f"--tools: unknown {unknown}; known: {', '.join(TOOLS)}")
     users = [int(value) for value in args.users.split(",")]
+    if args.control_user_rate is not None and not args.control_user_rate > 0:
+        parser.error(f"--control-user-rate: expected requests/s > 0, got {args.control_user_rate:g}")
     if not args.image.is_file():
         parser.error(f"--image: {args.image} is not a file")
     image = args.image.read_bytes()
@@ -536,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     for tool in chosen:
         if tool == ENGINE:
             tools[tool] = None
+            if args.control_user_rate is not None:
+                tools[CONTROL] = None
             continue
         binary, problem = check_tool(tool, getattr(args, tool))
         if binary is None:
