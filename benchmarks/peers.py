@@ -76,7 +76,7 @@ from peer_tools import (
     perf_analyzer_input,
     perf_analyzer_requests,
 )
-from suite_time import wait_for_quiet
+from suite_time import benchmark_settings, wait_for_quiet
 
 from pytest_serving.containers.cleanup import remove_labelled
 from pytest_serving.containers.labels import SESSION_ID
@@ -85,7 +85,6 @@ from pytest_serving.load import LoadError, LoadPhase, run_phase
 from pytest_serving.metrics import MetricsPage, ServerTimes, metrics_page
 from pytest_serving.protocols.base import HttpRequest
 from pytest_serving.protocols.v2 import INPUT_NAME, V2Protocol
-from pytest_serving.settings import Settings
 
 ENGINE, PERF_ANALYZER, K6 = "pytest-serving", "perf_analyzer", "k6"
 #: A deliberately broken client (``--control-user-rate``): the engine with every user paced, so that it
@@ -334,23 +333,6 @@ def check_answer(deployment: Deployment, request: HttpRequest) -> str:
     return f"top-1 class {prediction.top1} (p={prediction.probabilities[0]:.3f})"
 
 
-def settings_for(target: str, startup_timeout: float) -> Settings:
-    return Settings(
-        targets=[target],
-        samples=None,
-        classes=None,
-        samples_limit=None,
-        images={},
-        urls={},
-        report_dir=None,
-        gpus=None,
-        startup_timeout=startup_timeout,
-        model_name="efficientnet_lite0",
-        model_repo=None,
-        strict=False,
-    )
-
-
 Runs = dict[tuple[int, str], list[Run]]
 
 
@@ -362,7 +344,7 @@ def bench_target(
     wait_for_quiet(args.max_load, args.max_wait)
     print(f"{target}: load average {load_average()} at the start", flush=True)
     try:
-        with deploy(target, settings_for(target, args.startup_timeout)) as deployment:
+        with deploy(target, benchmark_settings(target, args.startup_timeout)) as deployment:
             encoded = deployment.endpoint.protocol.encode(image)
             request = replace(encoded, headers={**deployment.endpoint.headers, **encoded.headers})
             print(

@@ -82,25 +82,30 @@ def wait_for_quiet(max_load: float, max_wait_s: float) -> None:
         time.sleep(LOAD_POLL_S)
 
 
+def benchmark_settings(target: str, startup_timeout: float) -> Settings:
+    """The plugin's settings for booting ``target`` alone with the default card, as a benchmark does."""
+    return Settings(
+        targets=[target],
+        samples=None,
+        samples_csv=None,
+        classes=None,
+        samples_limit=None,
+        images={},
+        urls={},
+        report_dir=None,
+        gpus=None,
+        startup_timeout=startup_timeout,
+        model="efficientnet_lite0",
+        model_repo=None,
+        strict=False,
+    )
+
+
 def boot_times(targets: list[str]) -> list[str]:
     """deploy() per target alone: ready after, removed after (s)."""
     lines = [f"{'target':<12} {'ready after s':>13} {'removed after s':>15}"]
     for target in targets:
-        settings = Settings(
-            targets=[target],
-            samples=None,
-            samples_csv=None,
-            classes=None,
-            samples_limit=None,
-            images={},
-            urls={},
-            report_dir=None,
-            gpus=None,
-            startup_timeout=600.0,
-            model="efficientnet_lite0",
-            model_repo=None,
-            strict=False,
-        )
+        settings = benchmark_settings(target, startup_timeout=600.0)
         started = time.perf_counter()
         try:
             with deploy(target, settings):
