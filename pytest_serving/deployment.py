@@ -15,6 +15,7 @@ import requests
 
 from .cache import cache_root
 from .containers.docker_env import docker_unavailable_reason
+from .containers.resources import ResourceMonitor
 from .containers.server import ServerStartError, ServingContainer, running_server
 from .images.selection import choose_image
 from .settings import Settings
@@ -62,6 +63,11 @@ class Deployment:
 
     def log_tail(self) -> str:
         return self.container.log_tail() if self.container else "(server not started by pytest-serving: no logs)"
+
+    @property
+    def monitor(self) -> ResourceMonitor | None:
+        """Memory and CPU readings of the container and its cold start; None for a server not started here."""
+        return self.container.monitor if self.container else None
 
 
 def target_options(settings: Settings) -> TargetOptions:

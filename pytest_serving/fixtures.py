@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from .containers.resources import ResourceMonitor
 from .deployment import Deployment, Unavailable, deploy
 from .load.fixture import ServingLoad
 from .protocols.base import Prediction
@@ -54,6 +55,7 @@ def serving_deployment(pytestconfig: pytest.Config, serving_target_name: str) ->
         with deploy(serving_target_name, session.settings) as deployment:
             session.record_deployment(deployment)
             yield deployment
+            session.record_resources(deployment)
     except Unavailable as unavailable:
         session.record_unavailable(serving_target_name, str(unavailable))
         if session.settings.strict and unavailable.provable:
@@ -87,6 +89,7 @@ def serving_load(
     pytestconfig: pytest.Config,
     serving_deployment: Deployment,
     serving_samples: list[Sample],
+    serving_reference: dict[str, Prediction],
 ) -> ServingLoad:
     """Load generator for the current target (Locust in child processes, exact latency percentiles).
 
@@ -97,16 +100,19 @@ def serving_load(
     ``spawn_rate``, ``duration``, ``warmup``, ``workers`` and budgets ``p50_ms``, ``p95_ms``,
     ``p99_ms``, ``max_ms``, ``mean_ms``, ``min_rps``, ``max_failure_rate``. A violated budget
     (or a regression against --serving-baseline) fails the test with one line per violation.
-    Every phase is appended to results.json under ``targets.<name>.load`` as it ends.
+    Every phase also checks its answers (all of them while their distinct bodies fit in memory,
+    never fewer than 1 % and 200) against ``serving_reference`` for the image sent: a wrong
+    answer fails the phase with the count and an example. Every phase is appended to
+    results.json under ``targets.<name>.load`` as it ends.
     """
     session = state(pytestconfig)
     marker = request.node.get_closest_marker("serving_load")
     name = serving_deployment.endpoint.target
 
     @contextmanager
-    def fresh_server() -> Iterator[Endpoint]:
+    def fresh_server() -> Iterator[tuple[Endpoint, ResourceMonitor | None]]:
         with deploy(name, session.settings) as fresh:
-            yield fresh.endpoint
+            yield fresh.endpoint, fresh.monitor
 
     return ServingLoad(
         endpoint=serving_deployment.endpoint,
@@ -118,4 +124,6 @@ def serving_load(
         baseline=session.baseline,
         test_id=request.node.nodeid,
         fresh_server=fresh_server if serving_deployment.container is not None else None,
+        reference=serving_reference,
+        monitor=serving_deployment.monitor,
     )

@@ -24,7 +24,7 @@ MARKERS = (
     "serving_contract: contract tests (answers checked against labels and the in-process model)",
     "serving_robustness: robustness tests (corrupt and malformed requests get a clear 4xx; the server survives)",
     "serving_load(**options): options and budgets for the serving_load fixture (see pytest --fixtures)",
-    "serving_load_suite(mode): built-in load test that runs under --serving-load=MODE",
+    "serving_load_suite(mode): built-in load test that runs under --serving-load=MODE (soak: under --serving-soak)",
 )
 
 
@@ -93,11 +93,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Keep only the built-in load tests of the selected --serving-load mode; mark each test's target
     for xdist before it reads the groups; then, after pytest's own reordering, run each target's
     tests together so its server boots once."""
-    mode = session.state(config).settings.load.mode
+    load = session.state(config).settings.load
+    modes = {load.mode, "soak"} if load.soak else {load.mode}
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("serving_load_suite")
-        (drop if marker and marker.args[0] != mode else keep).append(item)
+        (drop if marker and marker.args[0] not in modes else keep).append(item)
         target = target_of(item)
         if target:
             item.add_marker(pytest.mark.xdist_group(f"serving-{target}"))

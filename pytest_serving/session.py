@@ -11,6 +11,7 @@ import pytest
 from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
+from .load.resources import lifetime_resources
 from .protocols.base import Prediction
 from .report.results import ResultsStore
 from .samples import Sample, SampleError, default_samples, discover, discover_labelled, read_csv
@@ -112,7 +113,18 @@ class SessionState:
                 "started_by_plugin": endpoint.started_by_plugin,
                 "model": endpoint.model_name,
                 "gpus": self.settings.gpus or "none (CPU)",
+                "startup_s": deployment.monitor.startup_s if deployment.monitor else None,
             },
+        )
+
+    def record_resources(self, deployment: Deployment) -> None:
+        """The server's cold start, peak memory, mean CPU and timeline over the session."""
+        monitor = deployment.monitor
+        if monitor is None:
+            return
+        self.results.set(
+            ("targets", deployment.endpoint.target, "resources"),
+            lifetime_resources(monitor.samples(), monitor.startup_s),
         )
 
     def record_unavailable(self, target: str, reason: str) -> None:

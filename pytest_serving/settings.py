@@ -74,6 +74,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-sweep-warmup", "warm-up seconds before each sweep level", default="10"),
     Option("serving-sweep-scenario", "fresh (new container per level), warm, or both", default="both"),
     Option("serving-sweep-repeats", "repeats per sweep level (the median is reported)", default="1"),
+    Option(
+        "serving-soak",
+        "seconds of one steady closed-loop soak phase per target, gated on memory growth per 1000 requests "
+        "(budget max_memory_growth_mb_per_1k, default 10); default: no soak",
+    ),
     Option("serving-budgets-file", "TOML/JSON file of load budgets per target (overrides ini serving_budgets)"),
     Option("serving-baseline", "results.json of a previous run: fail on p95/throughput regressions against it"),
     Option(
@@ -181,6 +186,8 @@ class LoadSettings:
     baseline: Path | None = None
     max_regression_pct: float = 10.0
     allow_remote: bool = False
+    #: Measured seconds of the soak phase (--serving-soak); None: no soak.
+    soak: float | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,9 @@ def _load_settings(
     repeats = int(number("serving_sweep_repeats", int) or 1)
     if workers < 0 or repeats < 1:
         raise pytest.UsageError("--serving-load-workers must be >= 0 and --serving-sweep-repeats >= 1")
+    soak = number("serving_soak", float)
+    if soak is not None and soak <= 0:
+        raise pytest.UsageError(f"--serving-soak: expected seconds > 0, got {values['serving_soak']!r}")
     return LoadSettings(
         mode=mode,
         workers=workers,
@@ -302,4 +312,5 @@ def _load_settings(
         baseline=path("serving_baseline"),
         max_regression_pct=float(number("serving_max_regression", float) or 10.0),
         allow_remote=bool(values["serving_allow_remote_load"]),
+        soak=soak,
     )

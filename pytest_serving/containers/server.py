@@ -16,6 +16,7 @@ from testcontainers.core.exceptions import ContainerStartException
 from ..targets.base import Endpoint, ServingTarget
 from .cleanup import install_handlers, remove_instance
 from .labels import container_labels
+from .resources import ResourceMonitor
 
 LOG_TAIL_LINES = 60
 LOOPBACK = "127.0.0.1"
@@ -43,6 +44,8 @@ class ServingContainer(DockerContainer):
         if model_folder is not None:
             self.with_volume_mapping(str(model_folder.resolve()), target.model_mount, "ro")
         self.with_kwargs(**container_options(target, self.instance))
+        #: Memory and CPU readings from start to removal, and the cold start; set once started.
+        self.monitor: ResourceMonitor | None = None
 
     def created(self) -> bool:
         """Whether Docker handed back this container (a failed or interrupted docker run does not)."""
@@ -121,12 +124,20 @@ def wait_until_ready(container: ServingContainer, timeout: float) -> Endpoint:
 def running_server(
     target: ServingTarget, image: str, model_folder: Path | None, startup_timeout: float
 ) -> Iterator[tuple[ServingContainer, Endpoint]]:
-    """Start the target, yield it once ready, and always remove the container afterwards."""
+    """Start the target, yield it once ready, and always remove the container afterwards.
+
+    From the start, a thread reads the container's memory and CPU (``container.monitor``);
+    ``monitor.startup_s`` is the time from the start to the first passed readiness probe.
+    """
     install_handlers()
     container = ServingContainer(target, image, model_folder)
     try:
+        started = time.monotonic()
         container.start()
-        yield container, wait_until_ready(container, startup_timeout)
+        container.monitor = ResourceMonitor(container.get_wrapped_container()).start()
+        endpoint = wait_until_ready(container, startup_timeout)
+        container.monitor.startup_s = time.monotonic() - started
+        yield container, endpoint
     except BaseException as error:
         if not container.created():
             # docker run did not hand back a container: its start failed after the create, or a
@@ -135,6 +146,8 @@ def running_server(
             remove_instance(container.instance, wait_s=CREATE_GRACE_S if interrupted else 0.0)
         raise
     finally:
+        if container.monitor is not None:
+            container.monitor.stop()
         try:
             container.stop(force=True)
         except docker.errors.NotFound:

@@ -36,6 +36,12 @@ class Budget:
     mean_ms: float | None = None
     min_rps: float | None = None
     max_failure_rate: float | None = None
+    #: The server container's peak memory during the phase (MB), warm-up included.
+    max_memory_mb: float | None = None
+    #: Memory growth per 1000 requests answered in the measured window (MB), a straight-line fit.
+    max_memory_growth_mb_per_1k: float | None = None
+    #: The server's cold start: container start to the first passed readiness probe (s).
+    max_startup_s: float | None = None
 
     def merged(self, override: Budget) -> Budget:
         """This budget with every limit that ``override`` sets replaced."""
@@ -157,7 +163,40 @@ def check_budget(stats: PhaseStats, budget: Budget, context: BudgetContext) -> l
             f"{prefix} failure rate {stats.failure_rate:.2%} exceeds budget {budget.max_failure_rate:.2%} "
             f"(statuses {stats.status_counts})"
         )
+    violations.extend(_resource_violations(stats, budget, prefix))
+    if stats.answers is not None:
+        violations.extend(f"{prefix} {line}" for line in stats.answers.violations())
     return violations
+
+
+#: Resource budgets: (figure in ResourceFigures, what the message calls it, unit).
+RESOURCE_FIELDS = {
+    "max_memory_mb": ("peak_memory_mb", "peak memory", "MB"),
+    "max_memory_growth_mb_per_1k": ("memory_growth_mb_per_1k", "memory growth", "MB per 1000 requests"),
+    "max_startup_s": ("startup_s", "cold start", "s"),
+}
+
+
+def _resource_violations(stats: PhaseStats, budget: Budget, prefix: str) -> list[str]:
+    lines = []
+    for name, (figure, label, unit) in RESOURCE_FIELDS.items():
+        limit = getattr(budget, name)
+        if limit is None:
+            continue
+        measured = getattr(stats.resources, figure) if stats.resources is not None else None
+        if measured is None:
+            why = (
+                "no container readings (server not started by pytest-serving)"
+                if stats.resources is None
+                else f"{stats.resources.samples} readings over {stats.resources.growth_requests} requests"
+            )
+            lines.append(f"{prefix} {label} unmeasured ({why}), budget {limit:g} {unit}")
+        elif measured > limit:
+            growth = (
+                f" (fit over {stats.resources.growth_requests} requests)" if figure.startswith("memory_growth") else ""
+            )
+            lines.append(f"{prefix} {label} {measured:.1f} {unit}{growth} exceeds budget {limit:g} {unit}")
+    return lines
 
 
 def find_baseline(baseline: Mapping, target: str, level_key: str) -> dict | None:

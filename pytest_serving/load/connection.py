@@ -71,15 +71,21 @@ class AnswerReader:
 
     ``feed`` the bytes as they arrive until it returns True, then read
     ``status`` and ``keep_alive``; ``feed_eof`` when the server closes. Body
-    bytes are counted, never kept. ``start`` readies it for the next answer.
+    bytes are counted, not kept, unless the answer is started with
+    ``start(keep_body=True)``: then ``body`` collects them (chunked framing
+    removed) for the answer checks. ``start`` readies it for the next answer.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self.body = bytearray()
         self.start()
 
-    def start(self) -> None:
+    def start(self, keep_body: bool = False) -> None:
         self._buffer.clear()
+        self.keep_body = keep_body
+        if keep_body:
+            self.body = bytearray()
         self._state = _HEAD
         self._remaining = 0
         self._after_body = _DONE
@@ -98,11 +104,17 @@ class AnswerReader:
             # The common case of a long body: count it off without copying it.
             if len(data) < self._remaining:
                 self._remaining -= len(data)
+                if self.keep_body:
+                    self.body += data
                 return False
+            if self.keep_body:
+                self.body += data[: self._remaining]
             data = data[self._remaining :]
             self._remaining = 0
             self._state = self._after_body
         elif self._state == _UNTIL_CLOSE:
+            if self.keep_body:
+                self.body += data
             return False
         if data:
             self._buffer += data
@@ -137,6 +149,8 @@ class AnswerReader:
                 self._read_head(head)
             elif state == _BODY:
                 taken = min(self._remaining, len(buffer))
+                if self.keep_body:
+                    self.body += buffer[:taken]
                 del buffer[:taken]
                 self._remaining -= taken
                 if self._remaining:
@@ -152,6 +166,8 @@ class AnswerReader:
                 del buffer[: end + 2]
                 self._read_chunk_line(state, line)
             elif state == _UNTIL_CLOSE:
+                if self.keep_body:
+                    self.body += buffer
                 buffer.clear()
                 return
             else:
@@ -221,10 +237,12 @@ class KeepAliveConnection:
         self._answered_on_socket = 0
         self._busy_since: float | None = None
         self._expired = False
+        self._keep_body = False
 
-    def send(self, wire: bytes) -> int | str:
+    def send(self, wire: bytes, keep_body: bool = False) -> int | str:
         """Send one encoded request and read its answer: its HTTP status, or the name of the error that
-        left it without one."""
+        left it without one. With ``keep_body`` the answer's body is kept in ``body``."""
+        self._keep_body = keep_body
         self._expired = False
         self._busy_since = time.perf_counter()
         try:
@@ -264,6 +282,11 @@ class KeepAliveConnection:
             self.close()
             return self._exchange_once(wire)
 
+    @property
+    def body(self) -> bytes:
+        """The last answer's body, when it was sent with ``keep_body``."""
+        return bytes(self._reader.body)
+
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
@@ -272,7 +295,7 @@ class KeepAliveConnection:
 
     def _exchange_once(self, wire: bytes) -> int:
         reader = self._reader
-        reader.start()
+        reader.start(self._keep_body)
         if self._socket is None:
             self._socket = connect(self.endpoint, self.timeout)
         self._socket.sendall(wire)

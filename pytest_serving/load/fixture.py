@@ -17,17 +17,20 @@ from typing import Any
 
 import pytest
 
+from ..containers.resources import ResourceMonitor
+from ..correctness import MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 from ..metrics import (
     PhaseServerMetrics,
     combined,
     metrics_page,
     scraped_around,
 )
-from ..protocols.base import HttpRequest
+from ..protocols.base import HttpRequest, Prediction
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
 from ..targets.base import Endpoint
+from .answers import AnswerCheck, KeptAnswers, check_answers
 from .budgets import (
     BUDGET_FIELDS,
     Budget,
@@ -38,9 +41,10 @@ from .budgets import (
     resolve_budget,
 )
 from .phase import LoadPhase
+from .resources import phase_resources
 from .runner import run_phase
 from .safety import UnsafeTargetError, check_load_target
-from .stats import PhaseStats
+from .stats import PhaseStats, stability_window_s
 from .sweep import SweepLevel, SweepResult, run_sweep
 
 PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
@@ -79,12 +83,19 @@ class ServingLoad:
     budget_tables: tuple[BudgetTable, ...]
     baseline: Mapping | None
     test_id: str
-    #: Boots a fresh server of the same target and yields its endpoint (scenario "fresh").
-    fresh_server: Callable[[], AbstractContextManager[Endpoint]] | None = None
+    #: Boots a fresh server of the same target and yields its endpoint and monitor (scenario "fresh").
+    fresh_server: Callable[[], AbstractContextManager[tuple[Endpoint, ResourceMonitor | None]]] | None = None
+    #: The current server's memory and CPU readings and cold start (None: not started by pytest-serving).
+    monitor: ResourceMonitor | None = None
+    #: In-process predictions by sample id: every phase's answers are checked against them.
+    reference: Mapping[str, Prediction] | None = None
+    #: Largest difference of a top-5 probability from the reference that still counts as the same answer.
+    probability_tolerance: float = MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 
     def __post_init__(self) -> None:
-        #: Endpoints by base URL: the current server and every fresh one a sweep boots.
+        #: Endpoints and resource monitors by base URL: the current server and every fresh one a sweep boots.
         self._endpoints = {self.endpoint.base_url: self.endpoint}
+        self._monitors = {self.endpoint.base_url: self.monitor}
 
     def __call__(self, *, check: bool = True, **options: Any) -> PhaseStats:
         """Run one phase (marker options, overridden by ``options``); fail on violated budgets if ``check``."""
@@ -167,7 +178,16 @@ class ServingLoad:
             started_by_plugin=self.endpoint.started_by_plugin,
             allow_remote=self.settings.allow_remote,
             on_window_open=on_window_open,
+            check_answers=self._answer_checker(base_url),
         )
+
+    def _answer_checker(self, base_url: str) -> Callable[[KeptAnswers], AnswerCheck] | None:
+        """Judges a phase's kept answers with the protocol of the endpoint it loaded, against the reference."""
+        if self.reference is None:
+            return None
+        decode = self._endpoints[base_url].protocol.decode
+        expected = [(sample.id, self.reference[sample.id]) for sample in self.samples]
+        return lambda kept: check_answers(kept, decode, expected, self.probability_tolerance)
 
     def _measure(
         self, base_url: str, requests: list[HttpRequest], phase: LoadPhase
@@ -176,6 +196,19 @@ class ServingLoad:
         and after the phase), which say where the server's time went."""
         with scraped_around(metrics_page(self._endpoints[base_url])) as scrape:
             stats = self._run(base_url, requests, phase, on_window_open=scrape.window_opened)
+        monitor = self._monitors.get(base_url)
+        if monitor is not None:
+            window_s = stability_window_s(phase.duration, phase.window, phase.stability_windows, stats.n)
+            figures = phase_resources(
+                monitor.samples(),
+                stats.started_at,
+                phase.warmup,
+                phase.duration,
+                window_s,
+                [window.rps for window in stats.windows],
+                monitor.startup_s,
+            )
+            stats = replace(stats, resources=figures)
         return stats, scrape.result
 
     def _run_and_record(
@@ -201,8 +234,9 @@ class ServingLoad:
 
     @contextmanager
     def _booted_fresh(self) -> Iterator[str]:
-        with self.fresh_server() as endpoint:
+        with self.fresh_server() as (endpoint, monitor):
             self._endpoints[endpoint.base_url] = endpoint
+            self._monitors[endpoint.base_url] = monitor
             yield endpoint.base_url
 
     def _refuse_unsafe_target(self) -> None:

@@ -44,6 +44,8 @@ STALE_CONNECTION_ERRORS = (RemoteDisconnected, ConnectionResetError, BrokenPipeE
 
 #: Called with (send time, HTTP status or error name, answer time), perf_counter seconds.
 OnAnswer = Callable[[float, "int | str", float], None]
+#: Called with (the request's bytes, its HTTP status, the answer's body) when bodies are kept.
+OnBody = Callable[[bytes, int, bytes], None]
 MAX_SPIN_S = 0.002
 SPIN_SHARE = 0.1
 
@@ -115,19 +117,21 @@ class Schedule:
 
 
 class Multiplexer:
-    """Drives every ``Flow`` of one endpoint; ``on_answer`` gets each request's outcome and times.
+    """Drives every ``Flow`` of one endpoint; ``on_answer`` gets each request's outcome and times,
+    ``on_body`` (when given) each answered request's bytes, status and body, for the answer checks.
 
     An answer's time is when the wait that returned it ended, not when the loop
     got round to it: in a batch of sixty ready sockets the last is read over a
     millisecond later, which would be the generator's delay, not the server's.
     """
 
-    def __init__(self, endpoint: Endpoint, timeout: float, on_answer: OnAnswer) -> None:
+    def __init__(self, endpoint: Endpoint, timeout: float, on_answer: OnAnswer, on_body: OnBody | None = None) -> None:
         if endpoint.tls:
             raise ValueError("the multiplexer speaks plain HTTP; use KeepAliveConnection for https")
         self.endpoint = endpoint
         self.timeout = timeout
         self._on_answer = on_answer
+        self._on_body = on_body
         self._epoll = get_original("select", "epoll")()
         # Written by ``add`` so that a loop asleep in its wait starts a new flow at once.
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -226,7 +230,7 @@ class Multiplexer:
         flow.request = next(schedule.requests)
         flow.wire = memoryview(flow.request)
         flow.retried = False
-        flow.reader.start()
+        flow.reader.start(self._on_body is not None)
         flow.busy = True
         flow.started = due_time  # latency counts from the schedule, not from when the send began
         self._send_or_connect(flow)
@@ -241,7 +245,7 @@ class Multiplexer:
         flow.request = request
         flow.wire = memoryview(flow.request)
         flow.retried = False
-        flow.reader.start()
+        flow.reader.start(self._on_body is not None)
         flow.busy = True
         flow.started = time.perf_counter()
         self._send_or_connect(flow)
@@ -313,6 +317,8 @@ class Multiplexer:
         flow.busy = False
         self._on_answer(flow.started, outcome, ended)
         if isinstance(outcome, int):
+            if self._on_body is not None:
+                self._on_body(flow.request, outcome, bytes(flow.reader.body))
             flow.answered_on_socket += 1
             if not flow.reader.keep_alive:
                 self._close(flow)

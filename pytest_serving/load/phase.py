@@ -147,16 +147,19 @@ def arrival_offsets(
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Everything a Locust process needs: the phase, the requests to cycle through, where to write samples."""
+    """Everything a Locust process needs: the phase, the requests to cycle through, where to write samples,
+    and whether to keep the answers' bodies for the answer checks (``load.answers``)."""
 
     phase: LoadPhase
     requests: tuple[HttpRequest, ...]
     out_dir: str
+    keep_answers: bool = False
 
     def write(self, path: str | Path) -> None:
         document = {
             "phase": self.phase.to_dict(),
             "out_dir": self.out_dir,
+            "keep_answers": self.keep_answers,
             "requests": [
                 {
                     "method": request.method,
@@ -176,4 +179,4 @@ class RunPlan:
             HttpRequest(item["method"], item["path"], base64.b64decode(item["body"]), item["headers"])
             for item in document["requests"]
         )
-        return cls(LoadPhase(**document["phase"]), requests, document["out_dir"])
+        return cls(LoadPhase(**document["phase"]), requests, document["out_dir"], document.get("keep_answers", False))

@@ -20,10 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest_serving
+from pytest_serving.load.answers import AnswerCheck, KeptAnswers
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
@@ -85,12 +86,15 @@ def run_phase(
     allow_remote: bool = False,
     raw_dir: str | os.PathLike | None = None,
     on_window_open: Callable[[], None] | None = None,
+    check_answers: Callable[[KeptAnswers], AnswerCheck] | None = None,
 ) -> PhaseStats:
     """Load ``base_url`` with ``requests`` (cycled) as ``phase`` says, and measure it.
 
     Raw samples (``raw-<i>.npz``) and process logs go to ``raw_dir`` when given,
     else to a temporary directory that is removed afterwards. ``on_window_open`` is
-    called (within about ``POLL_INTERVAL_S``) when the warm-up ends.
+    called (within about ``POLL_INTERVAL_S``) when the warm-up ends. With
+    ``check_answers`` the processes keep the 2xx answers (warm-up included) by the
+    request they answer, and its verdict becomes the statistics' ``answers``.
     """
     check_load_target(base_url, started_by_plugin=started_by_plugin, allow_remote=allow_remote)
     base_url = base_url.rstrip("/")
@@ -102,10 +106,11 @@ def run_phase(
         else:
             work_dir = Path(raw_dir).resolve()
             work_dir.mkdir(parents=True, exist_ok=True)
-            for stale in [*work_dir.glob("raw-*.npz"), *work_dir.glob("locust-*.log"), work_dir / WINDOW_OPEN_FILE]:
-                stale.unlink(missing_ok=True)
+            stale = [*work_dir.glob("raw-*.npz"), *work_dir.glob("answers-*.json"), *work_dir.glob("locust-*.log")]
+            for path in [*stale, work_dir / WINDOW_OPEN_FILE]:
+                path.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
-        RunPlan(phase, tuple(requests), str(work_dir)).write(plan_path)
+        RunPlan(phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None).write(plan_path)
         run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s, on_window_open)
         raw_files = sorted(work_dir.glob("raw-*.npz"))
         if len(raw_files) != phase.process_count:
@@ -114,7 +119,11 @@ def run_phase(
                 f"found {len(raw_files)}"
             )
         samples = RawSamples.merge([RawSamples.load(path) for path in raw_files])
-        return summarize(samples, phase, base_url=base_url, request_count=len(requests))
+        stats = summarize(samples, phase, base_url=base_url, request_count=len(requests))
+        if check_answers is None:
+            return stats
+        kept = KeptAnswers.merge([KeptAnswers.load(path) for path in sorted(work_dir.glob("answers-*.json"))])
+        return replace(stats, answers=check_answers(kept))
 
 
 def free_port() -> int:

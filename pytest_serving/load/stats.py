@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_serving.load.answers import AnswerCheck
 from pytest_serving.load.phase import LoadPhase
+from pytest_serving.load.resources import ResourceFigures
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -275,6 +277,10 @@ class PhaseStats:
     duration: float
     processes: int
     cpu_warnings: int
+    #: The answers checked against the in-process reference, when the phase checked them.
+    answers: AnswerCheck | None = None
+    #: The server container's memory and CPU during the phase, when pytest-serving started it.
+    resources: ResourceFigures | None = None
 
     @property
     def p95_ms(self) -> float | None:
@@ -284,6 +290,8 @@ class PhaseStats:
         document = asdict(self)
         document["latency_ms"] = document.pop("latency")
         document["windows"] = list(document["windows"])
+        document["answers"] = self.answers.to_dict() if self.answers else None
+        document["resources"] = self.resources.to_dict() if self.resources else None
         return document
 
 

@@ -38,6 +38,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from pytest_serving.load.answers import AnswerKeeper, answers_file
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, RunPlan, arrival_offsets
@@ -64,6 +65,8 @@ class ProcessRun:
         self._wire_requests: list[bytes] | None = None
         self._connections: list[KeepAliveConnection] = []
         self._multiplexer: Multiplexer | None = None
+        #: The answers' bodies by request, when the plan asks to check them.
+        self.answers: AnswerKeeper | None = None
 
     def window_offset(self, perf_time: float) -> float:
         """Seconds since the measured window opened (negative during warmup)."""
@@ -87,6 +90,8 @@ class ProcessRun:
         """The encoded request list cycled from a different start for every user of every process."""
         if self._wire_requests is None:
             self._wire_requests = [endpoint.encode(request) for request in self.plan.requests]
+            if self.plan.keep_answers:
+                self.answers = AnswerKeeper(self._wire_requests)
         ordinal = next(self._user_ordinals) * self.phase.process_count + self.process_index
         requests = self._wire_requests
         start = ordinal % len(requests)
@@ -99,7 +104,8 @@ class ProcessRun:
     def multiplexer(self, endpoint: Endpoint) -> Multiplexer:
         """The process's one sending loop (plain http), started by the first user that needs it."""
         if self._multiplexer is None:
-            self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished)
+            on_body = self.answers.keep if self.answers is not None else None
+            self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished, on_body)
             gevent.spawn(self._multiplexer.run, self.window_closes).link_exception(_report_greenlet_crash)
         return self._multiplexer
 
@@ -118,6 +124,15 @@ class ProcessRun:
         self._connections.append(connection)
         return connection
 
+    def send(self, connection: KeepAliveConnection, wire: bytes) -> int | str:
+        """Send over https (one greenlet per connection); the answer is kept when answers are checked."""
+        if self.answers is None:
+            return connection.send(wire)
+        outcome = connection.send(wire, keep_body=True)
+        if isinstance(outcome, int):
+            self.answers.keep(wire, outcome, connection.body)
+        return outcome
+
     def watch_timeouts(self) -> None:
         """Abort overdue requests ten times per request timeout (at most every second): the
         connections have no socket timeout."""
@@ -129,6 +144,8 @@ class ProcessRun:
                 connection.expire_if_overdue(now)
 
     def save(self, cpu_warning: bool) -> None:
+        if self.plan.keep_answers:
+            (self.answers or AnswerKeeper([])).save(answers_file(self.plan.out_dir, self.process_index))
         path = Path(self.plan.out_dir) / f"raw-{self.process_index}.npz"
         self.recorder.samples(self.started_at, cpu_warning).save(path)
 
@@ -220,7 +237,7 @@ class ClosedLoopUser(User):
     def send_over_tls(self) -> None:
         run, connection, requests = self.phase_run, self.phase_run.new_connection(self.endpoint), self.requests
         while (started := time.perf_counter()) < run.window_closes:
-            run.finished(started, connection.send(next(requests)))
+            run.finished(started, run.send(connection, next(requests)))
             if self.period_s:
                 gevent.sleep(max(0.0, self.period_s - (time.perf_counter() - started)))
         connection.close()
@@ -290,6 +307,6 @@ class OpenLoopUser(User):
             run.count_late(due)
         connection = idle.pop() if idle else run.new_connection(self.endpoint)
         try:
-            run.finished(due, connection.send(wire))
+            run.finished(due, run.send(connection, wire))
         finally:
             idle.append(connection)

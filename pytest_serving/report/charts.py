@@ -4,7 +4,8 @@
 ``draw`` renders one chart with matplotlib's Agg backend (no display needed). Each target
 gets its three panels with one line per scenario; each scenario gets the same three panels
 with all targets overlaid; targets with server metrics get a breakdown of where the mean
-response time went.
+response time went; targets whose container was read during the phases get latency, memory
+and CPU over time, side by side (``resource_specs``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .summary import PHASE, LoadPoint
+from .summary import PHASE, LoadPoint, resource_points
 
 AXIS_LABELS = {"users": "virtual users", "rate": "offered rate (requests/s)"}
 #: The three panels of the study, in its order: (title, y label).
@@ -91,6 +92,54 @@ def chart_specs(points: Sequence[LoadPoint]) -> list[ChartSpec]:
     return specs
 
 
+def resource_specs(results: Mapping[str, Any]) -> list[ChartSpec]:
+    """Per target with container readings: each phase's latency, memory and CPU against time."""
+    by_target = _grouped(resource_points(results), lambda p: p.target)
+    return [
+        ChartSpec(
+            f"{target}-resources",
+            f"{target}: latency, memory and CPU over each phase (0 s: the measured window opens)",
+            "time",
+            tuple(Series(_phase_label(point, number), (point,)) for number, point in enumerate(points, start=1)),
+            "resources",
+        )
+        for target, points in sorted(by_target.items())
+    ]
+
+
+def _phase_label(point: LoadPoint, number: int) -> str:
+    test = str(point.entry.get("test", "")).rpartition("::")[2]
+    return f"#{number} {test} {point.level}".strip()
+
+
+#: Panels of a resources chart: (title, y label).
+RESOURCE_PANELS = (
+    ("Response time per window", "ms (solid: p95, dashed: p50)"),
+    ("Memory in use", "MB"),
+    ("CPU", "cores"),
+)
+
+
+def _draw_resources(figure, spec: ChartSpec) -> None:
+    for axes, (title, ylabel), index in zip(figure.subplots(1, 3), RESOURCE_PANELS, range(3)):
+        for number, series in enumerate(spec.series):
+            entry, color = series.points[0].entry, f"C{number % 10}"
+            if index == 0:
+                windows = entry.get("windows") or []
+                starts = [window["start_s"] for window in windows]
+                axes.plot(starts, [_nan(w["p95_ms"]) for w in windows], "-", color=color, label=series.label)
+                axes.plot(starts, [_nan(w["p50_ms"]) for w in windows], "--", color=color)
+            else:
+                timeline = entry["resources"]["timeline"]
+                axes.plot([row[0] for row in timeline], [row[index] for row in timeline], "-", color=color)
+        axes.set_title(title)
+        axes.set_xlabel("seconds since the measured window opened")
+        axes.set_ylabel(ylabel)
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+    figure.legend(fontsize="small", loc="outside lower center", ncols=min(4, len(spec.series)))
+
+
 def _scenario_title(scenario: str) -> str:
     return {"warm": "warm server", "fresh": "fresh server per level", "phase": "single phases"}.get(scenario, scenario)
 
@@ -121,7 +170,10 @@ def draw(spec: ChartSpec) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    if spec.kind == "time":
+    if spec.kind == "resources":
+        figure = Figure(figsize=(15, 4.2 + 0.25 * len(spec.series)), dpi=100, layout="constrained")
+        _draw_resources(figure, spec)
+    elif spec.kind == "time":
         figure = Figure(figsize=(7 * len(spec.series), 3.8), dpi=100, layout="constrained")
         for axes, series in zip(figure.subplots(1, len(spec.series), squeeze=False)[0], spec.series):
             _draw_breakdown(axes, series, spec.axis)

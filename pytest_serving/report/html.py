@@ -70,7 +70,8 @@ def _draw_charts(results: Mapping[str, Any]) -> dict[str, bytes]:
         import matplotlib  # noqa: F401
     except ImportError:
         return {}
-    return {spec.name: charts.draw(spec) for spec in charts.chart_specs(points)}
+    specs = [*charts.chart_specs(points), *charts.resource_specs(results)]
+    return {spec.name: charts.draw(spec) for spec in specs}
 
 
 def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
@@ -174,6 +175,7 @@ def _load_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> st
     if not images:
         parts.append("<p class='note'>Charts need matplotlib: <code>pip install pytest-serving[report]</code>.</p>")
     parts += [_image(spec.name, images, spec.title) for spec in charts.chart_specs(points) if spec.name in images]
+    parts += [_image(spec.name, images, spec.title) for spec in charts.resource_specs(results) if spec.name in images]
     for name in target_results(results):
         rows = [point for point in points if point.target == name]
         extra = [point for point in load_points(results, "phase") if point.target == name] if is_sweep else []

@@ -76,6 +76,20 @@ def load_points(results: Mapping[str, Any], kind: str) -> list[LoadPoint]:
     return points
 
 
+#: Load entries that are one measured phase each (a sweep level is the median of its repeats).
+MEASURED_PHASES = (PHASE, "sweep-repeat")
+
+
+def resource_points(results: Mapping[str, Any]) -> list[LoadPoint]:
+    """Every measured phase with container readings (memory and CPU over time), in recorded order."""
+    return [
+        _point(target, entry)
+        for target, data in target_results(results).items()
+        for entry in data.get("load", [])
+        if entry.get("kind") in MEASURED_PHASES and (entry.get("resources") or {}).get("timeline")
+    ]
+
+
 def chart_points(results: Mapping[str, Any]) -> tuple[list[LoadPoint], bool]:
     """The points the report charts, and whether they are sweep levels.
 

@@ -1,8 +1,11 @@
-"""Load: the built-in smoke level per target, and the study's sweeps under --serving-load=sweep."""
+"""Load: the built-in smoke level per target, the study's sweeps under --serving-load=sweep, and a
+soak phase gated on memory growth under --serving-soak=SECONDS."""
 
 from __future__ import annotations
 
 import pytest
+
+from pytest_serving.load.resources import DEFAULT_SOAK_GROWTH_MB_PER_1K
 
 pytestmark = [pytest.mark.serving]
 
@@ -23,3 +26,13 @@ def test_sweep(serving_load, serving_sweep_scenario, serving_settings):
     result = serving_load.sweep(scenario=serving_sweep_scenario, **open_loop)
     unmeasured = [level.level_key for level in result.levels if level.n == 0]
     assert not unmeasured, f"levels without a single measured request: {unmeasured}"
+
+
+@pytest.mark.serving_load_suite("soak")
+@pytest.mark.serving_load(users=4, warmup=10, max_failure_rate=0.0)
+def test_soak(serving_load, serving_settings):
+    """A long steady phase: a handler that keeps memory per request grows with every answer. The ini's
+    and the budgets file's max_memory_growth_mb_per_1k override the default growth budget."""
+    soak = serving_settings.load.soak
+    stats = serving_load(duration=soak, max_memory_growth_mb_per_1k=DEFAULT_SOAK_GROWTH_MB_PER_1K)
+    assert stats.n > 0, "the soak phase measured no request"

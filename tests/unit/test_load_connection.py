@@ -446,3 +446,47 @@ def test_schedule_drops_sends_when_every_connection_is_busy():
     server.thread.join(5)
     assert [outcome for _, outcome in answers] == [200, 200]
     assert [round(offset, 3) for offset in dropped] == [0.002, 0.003]
+
+
+#: The body each readable answer carries, framing removed.
+BODIES = {
+    "content-length": b"hello",
+    "empty body": b"",
+    "chunked": b"abc",
+    "interim then final": b"",
+    "connection close": b"no",
+    "http/1.0 keep-alive": b"x",
+}
+
+
+@pytest.mark.parametrize("name", READABLE_ANSWERS)
+@pytest.mark.parametrize("piece_size", [1, 7, 1 << 20])
+def test_reader_keeps_the_body_without_its_framing_when_asked(name, piece_size):
+    answer, _, _ = READABLE_ANSWERS[name]
+    reader = AnswerReader()
+    reader.start(keep_body=True)
+    assert [reader.feed(answer[at : at + piece_size]) for at in range(0, len(answer), piece_size)][-1]
+    assert bytes(reader.body) == BODIES[name]
+
+
+def test_reader_keeps_a_body_that_ends_at_close():
+    reader = AnswerReader()
+    reader.start(keep_body=True)
+    reader.feed(b"HTTP/1.1 200 OK\r\n\r\nbody")
+    reader.feed(b" more")
+    assert reader.feed_eof()
+    assert bytes(reader.body) == b"body more"
+
+
+def test_multiplexer_hands_each_answer_body_with_the_request_it_answers():
+    first, second = b"GET /a HTTP/1.1\r\n\r\n", b"GET /b HTTP/1.1\r\n\r\n"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    server = ScriptedServer([[OK, chunked]])
+    bodies: list[tuple[bytes, int, bytes]] = []
+    multiplexer = Multiplexer(
+        Endpoint(server.url), 2.0, lambda started, outcome, ended: None, lambda *answer: bodies.append(answer)
+    )
+    multiplexer.add(Flow(iter([first, second]), time.perf_counter() + 30, 0.0))
+    multiplexer.run(time.perf_counter())
+    server.thread.join(5)
+    assert bodies == [(first, 200, b"hello"), (second, 200, b"abcde")]

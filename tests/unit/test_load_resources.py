@@ -1,0 +1,106 @@
+"""Resource figures of a load phase: peak memory, mean CPU, memory growth per 1000 requests, budgets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pytest_serving.containers.resources import cpu_time_s, memory_in_use_mb
+from pytest_serving.load.budgets import Budget, BudgetContext, check_budget, parse_budget_lines
+from pytest_serving.load.phase import LoadPhase
+from pytest_serving.load.resources import ResourceSample, answered_by, lifetime_resources, phase_resources
+from pytest_serving.load.stats import RawSamples, summarize
+
+OPENED = 1_000_000.0
+
+
+def steady_phase(rate: float, duration: float, leak_mb_per_request: float, base_mb: float = 200.0):
+    """Readings every 0.5 s of a server answering ``rate`` requests/s that keeps ``leak`` MB per answer,
+    from a 2 s warm-up on; and the measured windows' answer rates."""
+    times = np.arange(-2.0, duration + 1e-9, 0.5)
+    answered = np.clip(times, 0, None) * rate
+    readings = [ResourceSample(OPENED + t, base_mb + leak_mb_per_request * n, 1.5) for t, n in zip(times, answered)]
+    return readings, [rate] * int(duration)
+
+
+@pytest.mark.parametrize(("leak", "growth"), [(0.0, 0.0), (2.0, 2000.0), (0.01, 10.0)])
+def test_growth_per_1k_is_the_slope_of_memory_against_requests(leak, growth):
+    readings, rates = steady_phase(rate=40.0, duration=10.0, leak_mb_per_request=leak)
+    figures = phase_resources(readings, OPENED, 2.0, 10.0, 1.0, rates, startup_s=12.5)
+    assert figures.memory_growth_mb_per_1k == pytest.approx(growth, abs=1e-6)
+    assert figures.growth_requests == 400
+    assert figures.peak_memory_mb == pytest.approx(200.0 + leak * 400)
+    assert figures.mean_cpu == pytest.approx(1.5)
+    assert figures.startup_s == 12.5
+    assert figures.timeline[0][0] == -2.0 and len(figures.timeline) == len(readings)
+
+
+def test_growth_follows_requests_not_time():
+    """Twice the rate in the second half: a per-request leak is still one slope."""
+    rates = [20.0] * 5 + [40.0] * 5
+    times = np.arange(0.0, 10.0 + 1e-9, 0.5)
+    answered = answered_by(times, 1.0, rates)
+    readings = [ResourceSample(OPENED + t, 100.0 + 0.5 * n, 1.0) for t, n in zip(times, answered)]
+    assert phase_resources(readings, OPENED, 0.0, 10.0, 1.0, rates).memory_growth_mb_per_1k == pytest.approx(500.0)
+
+
+def test_too_few_readings_leave_growth_unmeasured_and_a_growth_budget_says_so():
+    readings = [ResourceSample(OPENED + 0.5, 100.0, 1.0)]
+    figures = phase_resources(readings, OPENED, 0.0, 10.0, 1.0, [10.0] * 10)
+    assert figures.memory_growth_mb_per_1k is None
+    stats = _stats()
+    (line,) = check_budget(
+        replace(stats, resources=figures), Budget(max_memory_growth_mb_per_1k=10), BudgetContext("triton")
+    )
+    assert "memory growth unmeasured (1 readings over 0 requests), budget 10 MB per 1000 requests" in line
+
+
+def _stats():
+    samples = RawSamples(
+        offset_s=np.linspace(0, 9.9, 100),
+        latency_ms=np.full(100, 5.0),
+        code=np.full(100, 200, dtype=np.int32),
+        completed_s=np.linspace(0, 9.9, 100),
+    )
+    return summarize(samples, LoadPhase(users=1, duration=10.0))
+
+
+def test_resource_budgets_name_the_figure_and_the_limit():
+    readings, rates = steady_phase(rate=40.0, duration=10.0, leak_mb_per_request=2.0)
+    stats = replace(_stats(), resources=phase_resources(readings, OPENED, 2.0, 10.0, 1.0, rates, startup_s=30.0))
+    budget = Budget(max_memory_mb=500, max_memory_growth_mb_per_1k=10, max_startup_s=60)
+    lines = check_budget(stats, budget, BudgetContext("triton"))
+    assert len(lines) == 2
+    assert "peak memory 1000.0 MB exceeds budget 500 MB" in lines[0]
+    assert "memory growth 2000.0 MB per 1000 requests (fit over 400 requests) exceeds budget 10" in lines[1]
+    assert check_budget(stats, Budget(max_startup_s=20), BudgetContext("triton"))[0].endswith(
+        "cold start 30.0 s exceeds budget 20 s"
+    )
+
+
+def test_resource_budgets_without_readings_are_unmeasured_not_passed():
+    (line,) = check_budget(_stats(), Budget(max_memory_mb=100), BudgetContext("triton"))
+    assert "peak memory unmeasured (no container readings (server not started by pytest-serving))" in line
+
+
+def test_resource_budgets_parse_from_ini_lines():
+    table = parse_budget_lines(["triton.max_memory_mb = 800", "max_memory_growth_mb_per_1k = 5", "max_startup_s=90"])
+    assert table["triton"] == Budget(max_memory_mb=800)
+    assert table["*"] == Budget(max_memory_growth_mb_per_1k=5, max_startup_s=90)
+
+
+def test_docker_readings_exclude_the_page_cache_on_cgroup_v1_and_v2():
+    mb = 1024 * 1024
+    v2 = {"memory_stats": {"usage": 300 * mb, "stats": {"inactive_file": 100 * mb}}}
+    v1 = {"memory_stats": {"usage": 300 * mb, "stats": {"total_inactive_file": 50 * mb}}}
+    assert (memory_in_use_mb(v2), memory_in_use_mb(v1), memory_in_use_mb({})) == (200.0, 250.0, None)
+    assert cpu_time_s({"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}}}) == 2.5
+
+
+def test_lifetime_timeline_is_thinned_and_keeps_the_peak_figure():
+    readings = [ResourceSample(OPENED + i, 100.0 + (i == 777) * 50, 0.5) for i in range(1500)]
+    figures = lifetime_resources(readings, startup_s=8.0)
+    assert figures["peak_memory_mb"] == 150.0 and figures["startup_s"] == 8.0
+    assert len(figures["timeline"]) <= 600
