@@ -77,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "serving-soak",
         "seconds of one steady closed-loop soak phase per target, gated on memory growth per 1000 requests "
-        "(budget max_memory_growth_mb_per_1k, default 10); default: no soak",
+        "(budget max_memory_growth_mb_per_1k, default 50); default: no soak",
     ),
     Option("serving-budgets-file", "TOML/JSON file of load budgets per target (overrides ini serving_budgets)"),
     Option("serving-baseline", "results.json of a previous run: fail on p95/throughput regressions against it"),

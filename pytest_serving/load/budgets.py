@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -23,6 +23,10 @@ ALL_TARGETS = "*"
 
 class BudgetError(ValueError):
     """A budget definition that cannot be understood."""
+
+
+class UnstablePhaseWarning(UserWarning):
+    """A phase met its latency and throughput budgets on windows that had not settled."""
 
 
 @dataclass(frozen=True)
@@ -143,10 +147,42 @@ def describe_load(stats: PhaseStats) -> str:
     return f"users={configuration.get('users')}"
 
 
+def unstable_note(stats: PhaseStats) -> str | None:
+    """``unstable: why`` when the phase's last windows disagreed; None when it was stable."""
+    if stats.stable:
+        return None
+    return stats.stability if stats.stability.startswith("unstable:") else f"unstable: {stats.stability[9:]}"
+
+
+def timing_limits(budget: Budget) -> list[str]:
+    """The budget's limits that a phase's windows must be stable for: latency, throughput, failures."""
+    return [name for name in (*LATENCY_FIELDS, "min_rps", "max_failure_rate") if getattr(budget, name) is not None]
+
+
+def verdict(stats: PhaseStats, budget: Budget, violations: Sequence[str]) -> str:
+    """The phase's budget verdict for results.json: pass or fail, and ``unstable: why`` when timing
+    limits were judged on windows that had not settled."""
+    outcome = f"fail ({len(violations)} violation{'s' * (len(violations) != 1)})" if violations else "pass"
+    note = unstable_note(stats)
+    return f"{outcome}; {note}" if note and timing_limits(budget) else outcome
+
+
 def check_budget(stats: PhaseStats, budget: Budget, context: BudgetContext) -> list[str]:
-    """One line per limit of ``budget`` that ``stats`` violates; empty when all hold."""
+    """One line per limit of ``budget`` that ``stats`` violates; empty when all hold. A timing line of an
+    unstable phase ends with ``[unstable: why]``: the figure may be the warm-up's, not the server's."""
     image = f" [{context.image}]" if context.image else ""
     prefix = f"{context.target}{image} at {describe_load(stats)}, n={stats.n}:"
+    violations = _timing_violations(stats, budget, prefix)
+    note = unstable_note(stats)
+    if note:
+        violations = [f"{line} [{note}]" for line in violations]
+    violations.extend(_resource_violations(stats, budget, prefix))
+    if stats.answers is not None:
+        violations.extend(f"{prefix} {line}" for line in stats.answers.violations())
+    return violations
+
+
+def _timing_violations(stats: PhaseStats, budget: Budget, prefix: str) -> list[str]:
     violations = []
     for name, figure in LATENCY_FIELDS.items():
         limit = getattr(budget, name)
@@ -163,9 +199,6 @@ def check_budget(stats: PhaseStats, budget: Budget, context: BudgetContext) -> l
             f"{prefix} failure rate {stats.failure_rate:.2%} exceeds budget {budget.max_failure_rate:.2%} "
             f"(statuses {stats.status_counts})"
         )
-    violations.extend(_resource_violations(stats, budget, prefix))
-    if stats.answers is not None:
-        violations.extend(f"{prefix} {line}" for line in stats.answers.violations())
     return violations
 
 

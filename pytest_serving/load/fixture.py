@@ -9,6 +9,7 @@ marker are the test's own; per-target budgets from the ini key ``serving_budgets
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields, replace
@@ -36,9 +37,14 @@ from .budgets import (
     Budget,
     BudgetContext,
     BudgetTable,
+    UnstablePhaseWarning,
     check_budget,
     compare_to_baseline,
+    describe_load,
     resolve_budget,
+    timing_limits,
+    unstable_note,
+    verdict,
 )
 from .phase import LoadPhase
 from .resources import phase_resources
@@ -102,10 +108,16 @@ class ServingLoad:
         self._refuse_unsafe_target()
         phase_options, budget, _ = split_options({**self.marker_options, **options}, self.test_id)
         phase = self._phase(phase_options)
+        budget = self._budget(budget)
         stats, server = self._measure(self.endpoint.base_url, self._requests, phase)
-        self._record(stats.to_dict(), {"kind": "phase", "server_metrics": server.to_dict()})
+        violations = self._over_budget(stats, budget) + self._regressions(stats)
+        self._record(
+            stats.to_dict(),
+            {"kind": "phase", "server_metrics": server.to_dict(), "verdict": verdict(stats, budget, violations)},
+        )
         if check:
-            _fail_on(self._over_budget(stats, self._budget(budget)) + self._regressions(stats))
+            _fail_on(violations)
+            _warn_if_unstable(stats, budget)
         return stats
 
     def sweep(self, *, check: bool = True, **options: Any) -> SweepResult:
@@ -118,6 +130,7 @@ class ServingLoad:
         if scenario == "fresh" and self.fresh_server is None:
             raise pytest.UsageError(f"{self.test_id}: scenario 'fresh' needs a server pytest-serving boots")
         template = self._phase(phase_options)
+        budget = self._budget(budget)
         server = self._booted_fresh if scenario == "fresh" else self._current_server
         server_metrics: dict[int, PhaseServerMetrics] = {}
         result = run_sweep(
@@ -131,7 +144,7 @@ class ServingLoad:
             template=template,
             started_by_plugin=self.endpoint.started_by_plugin,
             allow_remote=self.settings.allow_remote,
-            run=self._run_and_record(scenario, server_metrics),
+            run=self._run_and_record(scenario, server_metrics, budget),
         )
         for level in result.levels:
             server = combined([server_metrics[id(repeat)] for repeat in level.repeats])
@@ -139,7 +152,6 @@ class ServingLoad:
                 level.to_dict(), {"kind": "sweep-level", "scenario": scenario, "server_metrics": server.to_dict()}
             )
         if check:
-            budget = self._budget(budget)
             _fail_on(
                 [
                     line
@@ -149,6 +161,9 @@ class ServingLoad:
                 ]
                 + [line for level in result.levels for line in self._regressions(level)]
             )
+            for level in result.levels:
+                for repeat in level.repeats:
+                    _warn_if_unstable(repeat, budget)
         return result
 
     @property
@@ -212,17 +227,19 @@ class ServingLoad:
         return stats, scrape.result
 
     def _run_and_record(
-        self, scenario: str, server_metrics: dict[int, PhaseServerMetrics]
+        self, scenario: str, server_metrics: dict[int, PhaseServerMetrics], budget: Budget
     ) -> Callable[..., PhaseStats]:
-        """The sweep's phase runner; keeps each phase's server metrics under ``id(stats)`` for its level."""
+        """The sweep's phase runner; keeps each phase's server metrics under ``id(stats)`` for its level and
+        records each phase with its budget verdict."""
 
         def run(base_url: str, requests: list[HttpRequest], phase: LoadPhase, **_: Any) -> PhaseStats:
             # A fresh server has its own tokens (TorchServe): encode for the endpoint being loaded.
             stats, server = self._measure(base_url, load_requests(self._endpoints[base_url], self.samples), phase)
             server_metrics[id(stats)] = server
+            outcome = verdict(stats, budget, self._over_budget(stats, budget))
             self._record(
                 stats.to_dict(),
-                {"kind": "sweep-repeat", "scenario": scenario, "server_metrics": server.to_dict()},
+                {"kind": "sweep-repeat", "scenario": scenario, "server_metrics": server.to_dict(), "verdict": outcome},
             )
             return stats
 
@@ -272,6 +289,15 @@ class ServingLoad:
                 "server": self.endpoint.server_version,
                 "model": self.endpoint.model_name,
             },
+        )
+
+
+def _warn_if_unstable(stats: PhaseStats, budget: Budget) -> None:
+    """A phase that met its timing budgets on unsettled windows passes, but says so."""
+    note = unstable_note(stats)
+    if note and timing_limits(budget):
+        warnings.warn(
+            UnstablePhaseWarning(f"{describe_load(stats)}, n={stats.n}: met its budgets, but {note}"), stacklevel=3
         )
 
 

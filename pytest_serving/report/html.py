@@ -22,7 +22,9 @@ from .summary import (
     Agreement,
     LoadPoint,
     agreement_matrix,
+    answers_cell,
     chart_points,
+    impossible_figures,
     load_points,
     number,
     percent,
@@ -41,7 +43,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; verti
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 .note { color: #555; font-size: 0.9em; max-width: 70em; }
 .pass { background: #dff0d8; } .deviation { background: #fcf8e3; } .fail { background: #f2dede; }
-.wide { overflow-x: auto; } .missing { color: #999; } img.chart { max-width: 100%; display: block; margin: 0.6em 0; }
+.impossible { color: #a94442; } .wide { overflow-x: auto; } .missing { color: #999; } img.chart { max-width: 100%; display: block; margin: 0.6em 0; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dt { font-weight: bold; }
 """
 
@@ -189,7 +191,8 @@ def _load_table(points: Sequence[LoadPoint]) -> str:
     header = [
         "scenario", "level", "n", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean ms", "failed",
         "server queue ms", "server compute ms", "server total ms", "outside server ms", "batch",
-        "warm-up + measured s", "Locust workers", "stable", "started (UTC)", "test",
+        "warm-up + measured s", "Locust workers", "stable", "answers wrong / checked", "peak memory MB",
+        "memory MB per 1k requests", "mean CPU cores", "cold start s", "verdict", "started (UTC)", "test",
     ]  # fmt: skip
     rows = []
     for point in points:
@@ -197,12 +200,17 @@ def _load_table(points: Sequence[LoadPoint]) -> str:
         server_ms = server.get("server_ms")
         outside = point.mean_ms - server_ms if server_ms is not None and point.mean_ms is not None else None
         unavailable = server.get("unavailable")
+        impossible = impossible_figures(point)
+        outside_cell = number(outside)
+        if impossible:
+            outside_cell = f"<span class='impossible' title='{escape('; '.join(impossible))}'>{outside_cell} ⚠</span>"
         server_cells = (
-            [number(server.get("queue_ms")), number(server.get("compute_ms")), number(server_ms), number(outside)]
+            [number(server.get("queue_ms")), number(server.get("compute_ms")), number(server_ms), outside_cell]
             if not unavailable
             else [f"<span class='missing' title='{escape(str(unavailable))}'>n/a</span>"] * 4
         )
         repeats = point.entry.get("repeats") or [point.entry]
+        resources = point.entry.get("resources") or {}
         rows.append(
             [
                 escape(point.scenario),
@@ -219,13 +227,26 @@ def _load_table(points: Sequence[LoadPoint]) -> str:
                 f"{configuration.get('warmup', '?')} + {configuration.get('duration', '?')}",
                 escape(str(configuration.get("workers", "-"))),
                 "yes" if point.stable else "no",
+                answers_cell(point.entry),
+                *(number(resources.get(figure), digits) for figure, digits in RESOURCE_CELLS),
+                escape(str(point.entry.get("verdict", "-"))),
                 escape(str(repeats[0].get("started_at", "-"))[:19].replace("T", " ")),
                 escape(str(point.entry.get("test", "-"))),
             ]
         )
     notes = sorted({str(point.server["unavailable"]) for point in points if point.server.get("unavailable")})
     note = "".join(f"<p class='note'>Server metrics n/a: {escape(reason)}</p>" for reason in notes)
+    note += "".join(
+        f"<p class='note impossible'>⚠ {escape(point.scenario)} {escape(point.level)}: impossible figure: "
+        f"{escape(finding)}</p>"
+        for point in points
+        for finding in impossible_figures(point)
+    )
     return _table(header, rows) + note
+
+
+#: Resource columns of the load table: (figure in the phase's resources, decimals).
+RESOURCE_CELLS = (("peak_memory_mb", 0), ("memory_growth_mb_per_1k", 1), ("mean_cpu", 2), ("startup_s", 1))
 
 
 def _correctness_section(results: Mapping[str, Any]) -> str:

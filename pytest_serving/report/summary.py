@@ -80,6 +80,28 @@ def load_points(results: Mapping[str, Any], kind: str) -> list[LoadPoint]:
 MEASURED_PHASES = (PHASE, "sweep-repeat")
 
 
+def impossible_figures(point: LoadPoint) -> list[str]:
+    """Figures no real server can produce, each with its likely cause: the server's own time per request
+    above the client's mean (a negative time outside the server), or its parts above its total."""
+    server = point.server
+    server_ms, queue_ms, compute_ms = server.get("server_ms"), server.get("queue_ms"), server.get("compute_ms")
+    findings = []
+    if server_ms is not None and point.mean_ms is not None and server_ms > point.mean_ms:
+        findings.append(
+            f"server time {server_ms:.1f} ms per request is above the client's mean {point.mean_ms:.1f} ms "
+            f"(outside server {point.mean_ms - server_ms:.1f} ms): likely the server's counters include the warm-up "
+            "or other traffic (requests answered before the window opened or after it closed, health checks), or "
+            "their unit or clock differs from the client's"
+        )
+    parts = (queue_ms or 0.0) + (compute_ms or 0.0)
+    if server_ms is not None and parts > server_ms * 1.001 + 0.01:
+        findings.append(
+            f"queue + compute {parts:.1f} ms is above the server's total {server_ms:.1f} ms: likely counters in "
+            "different units or scraped at different moments"
+        )
+    return findings
+
+
 def resource_points(results: Mapping[str, Any]) -> list[LoadPoint]:
     """Every measured phase with container readings (memory and CPU over time), in recorded order."""
     return [
@@ -321,7 +343,7 @@ def terminal_tables(results: Mapping[str, Any], outcomes: Mapping[str, tuple[str
         if points:
             lines += _indented(
                 table(
-                    ["load", "level", "n", "rps", "p50 ms", "p95 ms", "failures", "queue ms", "compute ms"],
+                    LOAD_COLUMNS,
                     [
                         [
                             point.scenario,
@@ -333,12 +355,39 @@ def terminal_tables(results: Mapping[str, Any], outcomes: Mapping[str, tuple[str
                             f"{point.failures} ({percent(point.failure_rate)})",
                             number(point.server.get("queue_ms")),
                             number(point.server.get("compute_ms")),
+                            answers_cell(point.entry),
+                            number(_resource(point.entry, "peak_memory_mb"), 0),
+                            number(_resource(point.entry, "memory_growth_mb_per_1k")),
+                            str(point.entry.get("verdict", "-")),
                         ]
                         for point in points
                     ],
                 )
             )
+            lines += [
+                f"  ! {point.scenario} {point.level}: impossible figure: {finding}"
+                for point in points
+                for finding in impossible_figures(point)
+            ]
     return lines
+
+
+LOAD_COLUMNS = (
+    *("load", "level", "n", "rps", "p50 ms", "p95 ms", "failures", "queue ms", "compute ms"),
+    *("answers wrong", "peak MB", "MB/1k req", "verdict"),
+)
+
+
+def answers_cell(entry: Mapping[str, Any]) -> str:
+    """Wrong answers of the checked ones (``-`` when the phase did not check answers)."""
+    answers = entry.get("answers")
+    if not answers:
+        return "-"
+    return f"{answers['mismatches']}/{answers['checked']}"
+
+
+def _resource(entry: Mapping[str, Any], figure: str) -> float | None:
+    return (entry.get("resources") or {}).get(figure)
 
 
 def _recorded_outcome(data: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from pytest_serving.load.budgets import (
     load_budget_file,
     parse_budget_lines,
     resolve_budget,
+    verdict,
 )
 from pytest_serving.load.phase import LoadPhase
 from pytest_serving.load.stats import RawSamples, summarize
@@ -89,7 +90,8 @@ def test_target_limits_beat_general_ones_and_later_sources_win():
 
 
 def test_every_violated_budget_gets_one_line_with_its_context():
-    stats = phase_stats(np.linspace(100.0, 1000.0, 100))
+    stats = phase_stats(np.linspace(100.0, 1000.0, 100), LoadPhase(users=10, duration=1.0, stability_windows=1))
+    assert stats.stable
     violations = check_budget(stats, Budget(p50_ms=1000.0, p95_ms=800.0, max_ms=900.0, min_rps=200.0), CONTEXT)
     assert len(violations) == 3
     p95_line = next(line for line in violations if " p95 " in line)
@@ -144,3 +146,17 @@ def test_other_levels_and_targets_are_not_compared():
     assert compare_to_baseline(stats, baseline, "triton", "users=10", 5.0) == []
     assert compare_to_baseline(stats, baseline, "kserve", "users=20", 5.0) == []
     assert len(compare_to_baseline(stats, baseline, "triton", "users=20", 5.0)) == 2
+
+
+def test_an_unstable_phase_says_so_in_its_violations_and_its_verdict():
+    unstable = phase_stats(np.linspace(100.0, 1000.0, 100))
+    assert not unstable.stable
+    budget = Budget(p95_ms=800.0)
+    (line,) = check_budget(unstable, budget, CONTEXT)
+    assert line.endswith("exceeds budget 800 ms [unstable: 1 full windows, 3 needed]")
+    assert verdict(unstable, budget, [line]) == "fail (1 violation); unstable: 1 full windows, 3 needed"
+    assert verdict(unstable, Budget(p95_ms=5000.0), []) == "pass; unstable: 1 full windows, 3 needed"
+    # Without timing limits the windows' stability judges nothing.
+    assert verdict(unstable, Budget(max_memory_mb=100.0), []) == "pass"
+    stable = phase_stats(np.full(100, 5.0), LoadPhase(users=10, duration=1.0, stability_windows=1))
+    assert verdict(stable, budget, []) == "pass"
