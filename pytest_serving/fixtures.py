@@ -97,9 +97,13 @@ def serving_load(
     scenario="warm"|"fresh", repeats=...)`` runs the study's sweep. Options come from
     ``@pytest.mark.serving_load(...)`` and the call: ``users`` (closed loop) or ``rate`` +
     ``arrival="poisson"|"constant"`` (open loop, latency from the scheduled send time),
-    ``spawn_rate``, ``duration``, ``warmup``, ``workers`` and budgets ``p50_ms``, ``p95_ms``,
-    ``p99_ms``, ``max_ms``, ``mean_ms``, ``min_rps``, ``max_failure_rate``. A violated budget
-    (or a regression against --serving-baseline) fails the test with one line per violation.
+    ``spawn_rate``, ``duration``, ``warmup``, ``max_warmup``, ``workers`` and budgets ``p50_ms``,
+    ``p95_ms``, ``p99_ms``, ``max_ms``, ``mean_ms``, ``min_rps``, ``max_failure_rate`` and, for the
+    server's container, ``max_memory_mb``, ``max_memory_growth_mb_per_1k`` and ``max_startup_s``.
+    With one Locust process the warm-up goes on past ``warmup`` until its windows are stable, at
+    most ``max_warmup`` (default 3 x ``warmup``). A violated budget (or a regression against
+    --serving-baseline) fails the test with one line per violation; a timing line of an unstable
+    phase says ``[unstable: why]``, and a phase that passed on unstable windows warns.
     Every phase also checks its answers (all of them while their distinct bodies fit in memory,
     never fewer than 1 % and 200) against ``serving_reference`` for the image sent: a wrong
     answer fails the phase with the count and an example. Every phase is appended to

@@ -52,6 +52,7 @@ from .runner import run_phase
 from .safety import UnsafeTargetError, check_load_target
 from .stats import PhaseStats, stability_window_s
 from .sweep import SweepLevel, SweepResult, run_sweep
+from .warmup import DEFAULT_MAX_WARMUP_FACTOR
 
 PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
 SWEEP_FIELDS = frozenset({"levels", "scenario", "repeats"})
@@ -129,7 +130,8 @@ class ServingLoad:
         scenario = sweep_options.get("scenario", "warm")
         if scenario == "fresh" and self.fresh_server is None:
             raise pytest.UsageError(f"{self.test_id}: scenario 'fresh' needs a server pytest-serving boots")
-        template = self._phase(phase_options)
+        sweep_warmup = phase_options.get("warmup", self.settings.sweep_warmup)
+        template = self._phase({**phase_options, "warmup": sweep_warmup})
         budget = self._budget(budget)
         server = self._booted_fresh if scenario == "fresh" else self._current_server
         server_metrics: dict[int, PhaseServerMetrics] = {}
@@ -138,7 +140,7 @@ class ServingLoad:
             server,
             levels=sweep_options.get("levels", self.settings.sweep_levels),
             duration=phase_options.get("duration", self.settings.sweep_duration),
-            warmup=phase_options.get("warmup", self.settings.sweep_warmup),
+            warmup=sweep_warmup,
             scenario=scenario,
             repeats=sweep_options.get("repeats", self.settings.sweep_repeats),
             template=template,
@@ -171,9 +173,14 @@ class ServingLoad:
         return load_requests(self.endpoint, self.samples)
 
     def _phase(self, phase_options: dict) -> LoadPhase:
-        defaults = {"workers": self.settings.workers}
+        """The phase the options ask for; in one Locust process its warm-up adapts (up to
+        ``DEFAULT_MAX_WARMUP_FACTOR`` times ``warmup``) unless ``max_warmup`` says otherwise."""
+        defaults: dict[str, Any] = {"workers": self.settings.workers}
         if "rate" not in phase_options and "users" not in phase_options:
             defaults["users"] = 1
+        if phase_options.get("workers", self.settings.workers) == 0:
+            warmup = phase_options.get("warmup", LoadPhase.warmup)
+            defaults["max_warmup"] = warmup * DEFAULT_MAX_WARMUP_FACTOR
         try:
             return LoadPhase(**{**defaults, **phase_options})
         except ValueError as error:
@@ -217,7 +224,7 @@ class ServingLoad:
             figures = phase_resources(
                 monitor.samples(),
                 stats.started_at,
-                phase.warmup,
+                stats.warmup_s,
                 phase.duration,
                 window_s,
                 [window.rps for window in stats.windows],

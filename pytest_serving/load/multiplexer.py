@@ -142,6 +142,8 @@ class Multiplexer:
         self._order = itertools.count()
         self._schedules: list[Schedule] = []
         self._spin_s = 0.0
+        #: When ``run`` may return (perf_counter); an adaptive warm-up moves it once the window opens.
+        self.until = 0.0
 
     def add(self, flow: Flow) -> None:
         """Start a flow now (it sends its first request on the loop's next turn)."""
@@ -158,7 +160,9 @@ class Multiplexer:
         os.eventfd_write(self._wake_fd, 1)
 
     def run(self, until: float) -> None:
-        """Drive flows and schedules until ``until`` (perf_counter) has passed and every one added has finished."""
+        """Drive flows and schedules until ``until`` (perf_counter; later changes to ``self.until`` count) has
+        passed and every one added has finished."""
+        self.until = until
         # Resolved here, not in __init__: under gevent the lookup yields, and every user would start its own loop.
         endpoint = self.endpoint
         self._family, self._kind, self._protocol, _, self._address = socket.getaddrinfo(
@@ -176,15 +180,15 @@ class Multiplexer:
                         self._send_scheduled(item, due_time)
                     else:
                         self._begin(item)
-                if now >= until and self._all_finished():
+                if now >= self.until and self._all_finished():
                     return
                 events = poll(0)
                 if events:
                     time.sleep(0)  # under gevent: let the process's other greenlets run
                 else:
                     wake = min(next_check, due[0][0]) if due else next_check
-                    if now < until:
-                        wake = min(wake, until)
+                    if now < self.until:
+                        wake = min(wake, self.until)
                     if due and due[0][0] - now <= self._spin_s:
                         time.sleep(0)  # due very soon: poll again rather than oversleep
                     else:

@@ -40,7 +40,9 @@ class LoadPhase:
     ``max_in_flight`` requests outstanding (total over all processes) are dropped.
 
     ``warmup`` seconds are sent but not measured, then ``duration`` seconds are
-    measured. ``workers=0`` runs one Locust process; ``workers=N`` runs Locust's
+    measured. With ``max_warmup`` the warm-up goes on past ``warmup`` until its
+    own windows are stable (the test below, ``load.warmup``), at most ``max_warmup``
+    seconds; one Locust process decides, so it needs ``workers=0``. ``workers=0`` runs one Locust process; ``workers=N`` runs Locust's
     distributed mode with one master and N workers. ``timeout`` bounds every
     Locust process (default: warmup + duration + request_timeout + a startup margin).
     Measured sends are cut into windows of at least ``window`` seconds, longer
@@ -65,6 +67,7 @@ class LoadPhase:
     window: float = 1.0
     stability_windows: int = 3
     stability_tolerance: float = 0.10
+    max_warmup: float | None = None
 
     def __post_init__(self) -> None:
         if (self.users is None) == (self.rate is None):
@@ -92,6 +95,11 @@ class LoadPhase:
             raise ValueError("warmup, workers, late_threshold_ms and stability_tolerance must be >= 0")
         if self.stability_windows < 1:
             raise ValueError(f"stability_windows must be >= 1, got {self.stability_windows}")
+        if self.max_warmup is not None:
+            if self.max_warmup < self.warmup:
+                raise ValueError(f"max_warmup={self.max_warmup} must be >= warmup={self.warmup}")
+            if self.workers:
+                raise ValueError("max_warmup needs workers=0: one Locust process decides when the server is warm")
 
     @property
     def open_loop(self) -> bool:
@@ -108,11 +116,16 @@ class LoadPhase:
         return f"rate={self.rate:g}" if self.open_loop else f"users={self.users}"
 
     @property
+    def longest_warmup(self) -> float:
+        """The warm-up's upper bound: ``max_warmup`` when the warm-up adapts, else ``warmup``."""
+        return self.warmup if self.max_warmup is None else self.max_warmup
+
+    @property
     def deadline_s(self) -> float:
         """Wall-clock limit for each Locust process."""
         if self.timeout is not None:
             return self.timeout
-        return self.warmup + self.duration + self.request_timeout + STARTUP_MARGIN_S
+        return self.longest_warmup + self.duration + self.request_timeout + STARTUP_MARGIN_S
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,6 +66,9 @@ class RawSamples:
     started_at: float = 0.0
     processes: int = 1
     cpu_warnings: int = 0
+    #: How long the warm-up lasted, and how it ended when it adapts (``LoadPhase.max_warmup``).
+    warmup_s: float | None = None
+    warmup_note: str = ""
 
     def save(self, path: str | Path) -> None:
         meta = {
@@ -75,6 +78,8 @@ class RawSamples:
             "started_at": self.started_at,
             "processes": self.processes,
             "cpu_warnings": self.cpu_warnings,
+            "warmup_s": self.warmup_s,
+            "warmup_note": self.warmup_note,
         }
         with open(path, "wb") as file:
             np.savez(
@@ -117,6 +122,8 @@ class RawSamples:
             started_at=min(part.started_at for part in parts),
             processes=sum(part.processes for part in parts),
             cpu_warnings=sum(part.cpu_warnings for part in parts),
+            warmup_s=max((part.warmup_s for part in parts if part.warmup_s is not None), default=None),
+            warmup_note="; ".join(part.warmup_note for part in parts if part.warmup_note),
         )
 
     def status_counts(self) -> dict[str, int]:
@@ -151,7 +158,9 @@ class SampleRecorder:
         """An answer or failure arrived ``offset_s`` into the measured window."""
         self._completions.append(offset_s)
 
-    def samples(self, started_at: float, cpu_warning: bool = False) -> RawSamples:
+    def samples(
+        self, started_at: float, cpu_warning: bool = False, warmup_s: float | None = None, warmup_note: str = ""
+    ) -> RawSamples:
         return RawSamples(
             offset_s=np.array(self._offsets, dtype=np.float64),
             latency_ms=np.array(self._latencies, dtype=np.float64),
@@ -162,6 +171,8 @@ class SampleRecorder:
             dropped_sends=self.dropped_sends,
             started_at=started_at,
             cpu_warnings=int(cpu_warning),
+            warmup_s=warmup_s,
+            warmup_note=warmup_note,
         )
 
 
@@ -281,6 +292,9 @@ class PhaseStats:
     answers: AnswerCheck | None = None
     #: The server container's memory and CPU during the phase, when pytest-serving started it.
     resources: ResourceFigures | None = None
+    #: How long the warm-up lasted (s), and, when it adapted, whether it settled.
+    warmup_s: float | None = None
+    warmup_note: str = ""
 
     @property
     def p95_ms(self) -> float | None:
@@ -322,4 +336,6 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
         duration=phase.duration,
         processes=samples.processes,
         cpu_warnings=samples.cpu_warnings,
+        warmup_s=phase.warmup if samples.warmup_s is None else samples.warmup_s,
+        warmup_note=samples.warmup_note,
     )

@@ -25,6 +25,7 @@ no redirects followed, no added ``Accept-Encoding``).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import time
@@ -43,10 +44,13 @@ from pytest_serving.load.connection import Endpoint, KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, RunPlan, arrival_offsets
 from pytest_serving.load.stats import SampleRecorder
+from pytest_serving.load.warmup import WarmupWatch
 
 # How long after the measured window closes the run is stopped, so that workers,
 # which start a few milliseconds after the master, finish their own window.
 STOP_MARGIN_S = 0.5
+#: How often an adaptive warm-up looks at its windows.
+SETTLE_CHECK_S = 0.25
 EXIT_CODE_USER_ERROR = 3
 
 
@@ -58,9 +62,22 @@ class ProcessRun:
         self.phase = plan.phase
         self.process_index = process_index
         self.started = time.perf_counter()
-        self.window_opens = self.started + self.phase.warmup
-        self.started_at = time.time() + self.phase.warmup
+        # An adaptive warm-up opens the window earlier (open_window); until then, at its latest.
+        self.window_opens = self.started + self.phase.longest_warmup
+        self.started_at = time.time() + self.phase.longest_warmup
         self.recorder = SampleRecorder()
+        phase = self.phase
+        self.warmup_watch = (
+            WarmupWatch(
+                phase.warmup, phase.max_warmup, phase.window, phase.stability_windows, phase.stability_tolerance
+            )
+            if phase.max_warmup is not None
+            else None
+        )
+        self.warmup_note = ""
+        self.quit_timer: gevent.Greenlet | None = None
+        self._flows: list[Flow] = []
+        self._due_lists: list[list[float]] = []
         self._user_ordinals = itertools.count()
         self._wire_requests: list[bytes] | None = None
         self._connections: list[KeepAliveConnection] = []
@@ -79,6 +96,9 @@ class ProcessRun:
         """A request due at ``due`` ended at ``ended`` (perf_counter times; default now): keep it if in the window."""
         if ended is None:
             ended = time.perf_counter()
+        if self.warmup_watch is not None and ended < self.window_opens:
+            success = isinstance(outcome, int) and 200 <= outcome < 300
+            self.warmup_watch.answered(ended - self.started, (ended - due) * 1000.0, success)
         due_offset = self.window_offset(due)
         if self.measured(due_offset):
             self.recorder.record(due_offset, (ended - due) * 1000.0, outcome)
@@ -100,6 +120,49 @@ class ProcessRun:
     @property
     def window_closes(self) -> float:
         return self.window_opens + self.phase.duration
+
+    def new_flow(self, requests: Iterator[bytes], period_s: float) -> Flow:
+        """A closed-loop user's flow, which sends until the window closes (wherever it ends up)."""
+        flow = Flow(requests, self.window_closes, period_s)
+        self._flows.append(flow)
+        return flow
+
+    def due_times(self, offsets: list[float]) -> list[float]:
+        """An open loop's send times (perf_counter) from offsets since the start; cut when the window opens."""
+        due_times = [self.started + offset for offset in offsets]
+        self._due_lists.append(due_times)
+        return due_times
+
+    def open_window(self, why: str) -> None:
+        """End an adaptive warm-up now: the measured window opens, and everything sending stops at its end."""
+        self.window_opens = time.perf_counter()
+        self.started_at = time.time()
+        self.warmup_note = why
+        self.warmup_watch = None
+        closes = self.window_closes
+        for flow in self._flows:
+            flow.closes = closes
+        if self._multiplexer is not None:
+            self._multiplexer.until = closes
+        for due_times in self._due_lists:
+            del due_times[bisect.bisect_left(due_times, closes) :]
+
+    def settle(self, runner) -> None:
+        """Watch the warm-up's windows; open the measured window once they settle (or at the maximum)."""
+        while True:
+            gevent.sleep(SETTLE_CHECK_S)
+            done, why = self.warmup_watch.verdict(time.perf_counter() - self.started)
+            if done:
+                break
+        self.open_window(why)
+        (Path(self.plan.out_dir) / WINDOW_OPEN_FILE).touch()
+        self.schedule_quit(runner, self.phase.duration + STOP_MARGIN_S)
+
+    def schedule_quit(self, runner, after_s: float) -> None:
+        """Stop the run ``after_s`` seconds from now (replacing an earlier plan)."""
+        if self.quit_timer is not None:
+            self.quit_timer.kill()
+        self.quit_timer = gevent.spawn_later(after_s, runner.quit)
 
     def multiplexer(self, endpoint: Endpoint) -> Multiplexer:
         """The process's one sending loop (plain http), started by the first user that needs it."""
@@ -147,7 +210,8 @@ class ProcessRun:
         if self.plan.keep_answers:
             (self.answers or AnswerKeeper([])).save(answers_file(self.plan.out_dir, self.process_index))
         path = Path(self.plan.out_dir) / f"raw-{self.process_index}.npz"
-        self.recorder.samples(self.started_at, cpu_warning).save(path)
+        warmup_s = self.window_opens - self.started
+        self.recorder.samples(self.started_at, cpu_warning, warmup_s, self.warmup_note).save(path)
 
 
 _run: ProcessRun | None = None
@@ -183,9 +247,13 @@ def _start(environment: Environment, **_kwargs) -> None:
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
     if not isinstance(runner, WorkerRunner):
-        # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
-        gevent.spawn_later(plan.phase.warmup, (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch)
-        gevent.spawn_later(plan.phase.warmup + plan.phase.duration + STOP_MARGIN_S, runner.quit)
+        phase = plan.phase
+        _run.schedule_quit(runner, phase.longest_warmup + phase.duration + STOP_MARGIN_S)
+        if _run.warmup_watch is not None:
+            gevent.spawn(_run.settle, runner).link_exception(_report_greenlet_crash)
+        else:
+            # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
+            gevent.spawn_later(phase.warmup, (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch)
 
 
 @events.test_stop.add_listener
@@ -206,8 +274,10 @@ DONE_POLL_S = 0.01
 
 
 def wait_until_done(run: ProcessRun, done: Callable[[], bool]) -> None:
-    """Sleep through the measured window, then until ``done()``: Locust stops a user only between tasks."""
-    gevent.sleep(max(0.0, run.window_closes - time.perf_counter()))
+    """Sleep through the measured window (which an adaptive warm-up may move), then until ``done()``:
+    Locust stops a user only between tasks."""
+    while (left := run.window_closes - time.perf_counter()) > 0:
+        gevent.sleep(min(left, 1.0))
     while not done():
         gevent.sleep(DONE_POLL_S)
 
@@ -229,7 +299,7 @@ class ClosedLoopUser(User):
         if self.endpoint.tls:
             self.send_over_tls()
         else:
-            flow = Flow(self.requests, run.window_closes, self.period_s)
+            flow = run.new_flow(self.requests, self.period_s)
             run.multiplexer(self.endpoint).add(flow)
             wait_until_done(run, lambda: flow.finished)
         raise StopUser()
@@ -264,10 +334,9 @@ class OpenLoopUser(User):
     @task
     def send_schedule(self) -> None:
         run, phase = self.phase_run, self.phase_run.phase
-        offsets = arrival_offsets(
-            phase.rate, phase.arrival, phase.warmup + phase.duration, phase.seed, run.process_index, phase.process_count
-        )
-        due_times = (run.started + offsets).tolist()
+        span = phase.longest_warmup + phase.duration
+        offsets = arrival_offsets(phase.rate, phase.arrival, span, phase.seed, run.process_index, phase.process_count)
+        due_times = run.due_times(offsets.tolist())
         if self.endpoint.tls:
             self.send_over_tls(due_times)
         else:

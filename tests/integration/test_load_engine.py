@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from pytest_serving.load.answers import KeptAnswers
 from pytest_serving.load.phase import LoadPhase
 from pytest_serving.load.runner import LoadError, free_port, locust_commands, run_phase, run_processes
 from pytest_serving.load.safety import UnsafeTargetError
@@ -20,6 +21,10 @@ DELAY_S = 0.02
 OK = HttpRequest("POST", "/ok", b"\xff\xd8payload", {"Content-Type": "application/octet-stream"})
 FAIL = HttpRequest("GET", "/fail")
 SLOW = HttpRequest("GET", "/slow")
+WARMING = HttpRequest("GET", "/warming")
+#: /warming starts this much slower and is warm after WARMING_S.
+WARMING_DELAY_S = 0.2
+WARMING_S = 3.0
 
 
 class DelayingHandler(BaseHTTPRequestHandler):
@@ -31,12 +36,22 @@ class DelayingHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         type(self).received += 1
-        time.sleep(1.0 if self.path == "/slow" else DELAY_S)
-        body = b"{}"
+        time.sleep(1.0 if self.path == "/slow" else DELAY_S + self.warming_delay())
+        body = b"{}" if self.path != "/echo" else self.path.encode() + b" " + self.headers.get("X-Sample", "").encode()
         self.send_response(503 if self.path == "/fail" else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def warming_delay(self) -> float:
+        """On /warming: slow at first, falling linearly to nothing over WARMING_S from the first request."""
+        if self.path != "/warming":
+            return 0.0
+        cls = type(self)
+        cls.warming_since = cls.warming_since or time.monotonic()
+        return max(0.0, WARMING_DELAY_S * (1 - (time.monotonic() - cls.warming_since) / WARMING_S))
+
+    warming_since = 0.0
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -180,3 +195,27 @@ def test_the_runner_is_told_when_the_measured_window_opens(server_url):
     # Locust's start-up, then the warm-up; after the window opens, the measured second still runs.
     assert opened[0] - started >= 1.5
     assert finished - opened[0] >= 1.0
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [LoadPhase(users=3, duration=1.5, warmup=0.5), LoadPhase(rate=30.0, arrival="constant", duration=1.5, warmup=0.5)],
+    ids=["closed loop", "open loop"],
+)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_answers_are_kept_by_the_request_they_answer(server_url, tls_server_url, phase, scheme):
+    requests = [HttpRequest("GET", "/echo", headers={"X-Sample": str(index)}) for index in range(3)]
+    kept: list[KeptAnswers] = []
+    run_phase(server_url if scheme == "http" else tls_server_url, requests, phase, check_answers=kept.append)
+    (answers,) = kept
+    assert answers.unkept == 0 and answers.answered == sum(answers.counts.values()) > 0
+    assert {index: body for index, body in answers.counts} == {index: b"/echo %d" % index for index in range(3)}
+
+
+def test_an_adaptive_warmup_lasts_until_the_server_is_warm(server_url):
+    phase = LoadPhase(users=2, duration=1.0, warmup=0.5, max_warmup=10.0, window=0.25)
+    stats = run_phase(server_url, [WARMING], phase)
+    # Windows still getting faster are not stable: the warm-up outlasts the warming server.
+    assert WARMING_S <= stats.warmup_s <= phase.max_warmup + 1.0
+    assert stats.warmup_note.startswith(("settled after", "not settled by the maximum"))
+    assert stats.configuration["max_warmup"] == 10.0
