@@ -7,6 +7,8 @@ shows that it is not the bottleneck. Clients, each for ``--warmup`` + ``--durati
 
 - pytest-serving: ``run_phase(url, [GET /], LoadPhase(users=N))``, closed loop;
   rps = answers in the measured window / duration.
+- pytest-serving + answer checks: the same, keeping every answer's body by request and
+  checking the kept answers afterwards (``check_answers``), as every phase of the suites does.
 - Locust ``HttpUser`` and ``FastHttpUser``: a plain locustfile
   (benchmarks/plain_locustfile.py), headless, one process, N users;
   rps = Locust's request count over the same window.
@@ -49,11 +51,15 @@ from loopback import (
 )
 
 from pytest_serving.load import LoadPhase, run_phase
-from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.load.answers import KeptAnswers, check_answers
+from pytest_serving.protocols.base import HttpRequest, Prediction
 
 PLAIN_LOCUSTFILE = Path(__file__).with_name("plain_locustfile.py")
 GOALS = {"wrk": 0.4, "Locust HttpUser": 4.0}
 HARNESS = "pytest-serving"
+CHECKING = "pytest-serving + answer checks"
+#: What nginx's "ok" answer stands for: one prediction, compared with itself.
+OK_PREDICTION = Prediction((1,), (1.0,))
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,16 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def harness(settings: Settings) -> tuple[float, int]:
+def harness(settings: Settings, check: bool = False) -> tuple[float, int]:
     phase = LoadPhase(users=settings.connections, duration=settings.duration, warmup=settings.warmup)
+
+    def judge(kept: KeptAnswers):
+        return check_answers(kept, lambda status, body: OK_PREDICTION, [("ok", OK_PREDICTION)], 1e-3)
+
     with on_cpu(GENERATOR_CPU, settings.realtime):
-        stats = run_phase(settings.url, [HttpRequest("GET", "/")], phase)
+        stats = run_phase(settings.url, [HttpRequest("GET", "/")], phase, check_answers=judge if check else None)
+    if check and (stats.answers is None or stats.answers.violations()):
+        raise SystemExit(f"answer checks did not check every answer: {stats.answers}")
     return stats.rps, stats.failures
 
 
@@ -120,6 +132,7 @@ def wrk(settings: Settings) -> tuple[float, int]:
 
 CLIENTS: dict[str, Callable[[Settings], tuple[float, int]]] = {
     HARNESS: harness,
+    CHECKING: lambda settings: harness(settings, check=True),
     "Locust HttpUser": plain_locust("PlainHttpUser"),
     "Locust FastHttpUser": plain_locust("PlainFastHttpUser"),
     "wrk": wrk,
@@ -153,15 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=12.0, help="measured seconds per client run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window (Locust clients)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of all clients; the median is reported")
+    parser.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help=f"comma list of the clients to run (default all: {', '.join(CLIENTS)})",
+    )
     add_realtime_option(parser)
     args = parser.parse_args(argv)
 
+    chosen = {name: CLIENTS[name] for name in args.clients.split(",")}
     print(f"Start: {machine_line()}")
-    runs: dict[str, list[Run]] = {name: [] for name in CLIENTS}
+    runs: dict[str, list[Run]] = {name: [] for name in chosen}
     with nginx_server(realtime=args.realtime) as (url, server_pid):
         settings = Settings(url, args.connections, args.duration, args.warmup, args.realtime)
         for _ in range(args.rounds):
-            for name, client in CLIENTS.items():
+            for name, client in chosen.items():
                 runs[name].append(measure(client, settings, server_pid))
     print(f"End: load average {load_average()}")
     print(
@@ -185,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<20} {median_rps[name]:>10.0f}  {per_round:<22} {failures:>8} "
             f"{shares[0]:>10.0%} {shares[1]:>11.0%} {shares[2]:>9.0%} {shares[3]:>11.0%}"
         )
-    for name, goal in GOALS.items():
-        print(goal_line(name, median_rps[HARNESS] / median_rps[name], goal))
-    for name in CLIENTS:
-        if name not in GOALS and name != HARNESS:
-            print(f"{HARNESS} / {name} = {median_rps[HARNESS] / median_rps[name]:.2f}x")
+    if HARNESS in median_rps:
+        for name, goal in GOALS.items():
+            if name in median_rps:
+                print(goal_line(name, median_rps[HARNESS] / median_rps[name], goal))
+        for name, rps in median_rps.items():
+            if name not in GOALS and name != HARNESS:
+                print(f"{HARNESS} / {name} = {median_rps[HARNESS] / rps:.2f}x")
     print("Reproduce: " + command_line("benchmarks/capacity.py", args))
     return 0
 

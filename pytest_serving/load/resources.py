@@ -24,6 +24,10 @@ import numpy as np
 DEFAULT_SOAK_GROWTH_MB_PER_1K = 50.0
 #: A growth figure needs at least this many memory samples inside the measured window.
 MIN_FIT_SAMPLES = 3
+#: Growth over a whole phase below this is not judged: a good Triton grew in steps of 2 to 2.5 MB
+#: within 10 s phases (allocator arenas), which over 30 requests reads as 75 MB per 1000. A leak of
+#: 2 MB per request passes it within 8 requests.
+GROWTH_NOISE_MB = 16.0
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ RESOURCE_PANELS = (
 
 
 def _draw_resources(figure, spec: ChartSpec) -> None:
-    for axes, (title, ylabel), index in zip(figure.subplots(1, 3), RESOURCE_PANELS, range(3)):
+    for axes, (title, ylabel), index in zip(figure.subplots(1, 3, sharex=True), RESOURCE_PANELS, range(3)):
         for number, series in enumerate(spec.series):
             entry, color = series.points[0].entry, f"C{number % 10}"
             if index == 0:

@@ -358,7 +358,7 @@ def terminal_tables(results: Mapping[str, Any], outcomes: Mapping[str, tuple[str
                             answers_cell(point.entry),
                             number(_resource(point.entry, "peak_memory_mb"), 0),
                             number(_resource(point.entry, "memory_growth_mb_per_1k")),
-                            str(point.entry.get("verdict", "-")),
+                            short_verdict(point.entry.get("verdict")),
                         ]
                         for point in points
                     ],
@@ -376,6 +376,14 @@ LOAD_COLUMNS = (
     *("load", "level", "n", "rps", "p50 ms", "p95 ms", "failures", "queue ms", "compute ms"),
     *("answers wrong", "peak MB", "MB/1k req", "verdict"),
 )
+
+
+def short_verdict(verdict: str | None) -> str:
+    """``pass``, ``fail (2 violations)``, with ``(unstable)`` when it says so; the reason is in results.json."""
+    if not verdict:
+        return "-"
+    outcome, _, note = verdict.partition("; ")
+    return f"{outcome} (unstable)" if note.startswith("unstable") else outcome
 
 
 def answers_cell(entry: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ import base64
 import io
 import re
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import numpy as np
@@ -18,7 +19,9 @@ import pytest
 from PIL import Image
 
 from pytest_serving.correctness import CorrectnessSummary
+from pytest_serving.load.answers import AnswerCheck
 from pytest_serving.load.phase import LoadPhase
+from pytest_serving.load.resources import ResourceSample, phase_resources
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
 from pytest_serving.load.sweep import SweepLevel
 from pytest_serving.report import charts
@@ -301,3 +304,46 @@ def _tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), "white").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_phases_with_container_readings_get_a_latency_memory_and_cpu_chart():
+    stats = measured([10.0] * 40)
+    opened = 1_790_000_000.0
+    readings = [ResourceSample(opened + t, 120.0 + t, 0.5) for t in np.arange(-1.0, 4.0, 0.5)]
+    resources = phase_resources(readings, opened, 1.0, 4.0, 1.0, [10.0] * 4, startup_s=5.0)
+    results = {
+        "targets": {
+            "triton": {"load": [phase_entry("triton", replace(stats, resources=resources))]},
+            "kserve": {"load": [phase_entry("kserve", stats)]},  # not started here: no readings
+        }
+    }
+    (spec,) = charts.resource_specs(results)
+    assert (spec.name, spec.kind, [series.label for series in spec.series]) == (
+        "triton-resources",
+        "resources",
+        ["#1 test_smoke[triton] users=4"],
+    )
+    png = charts.draw(spec)
+    assert Image.open(io.BytesIO(png)).size[0] > 1000
+
+
+def test_impossible_server_figures_are_flagged_with_their_likely_cause():
+    stats = measured([100.0] * 40)
+    entry = phase_entry("torchserve", stats, server_metrics=server_metrics(0.0, None, server_ms=816.6))
+    lines = terminal_tables({"targets": {"torchserve": {"load": [entry]}}}, {})
+    (flag,) = [line for line in lines if "impossible figure" in line]
+    assert "server time 816.6 ms per request is above the client's mean 100.0 ms (outside server -716.6 ms)" in flag
+    assert "counters include the warm-up or other traffic" in flag
+    html = report_html({"targets": {"torchserve": {"load": [entry]}}}, {})
+    assert "impossible figure" in html
+
+
+def test_the_terminal_table_shows_wrong_answers_and_a_short_verdict():
+    answers = AnswerCheck(answered=90, checked=90, required=90, distinct=9, mismatches=12, tolerance=1e-3)
+    entry = phase_entry(
+        "triton",
+        replace(measured([10.0] * 40), answers=answers),
+        verdict="fail (1 violation); unstable: 2 full windows, 3 needed",
+    )
+    (row,) = [line for line in terminal_tables({"targets": {"triton": {"load": [entry]}}}, {}) if "users=4" in line]
+    assert "12/90" in row and row.rstrip().endswith("fail (1 violation) (unstable)")
