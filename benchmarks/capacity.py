@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration:g} s measured, {args.rounds} rounds"
     )
     print("CPU columns: medians over rounds, whole client run; 'idle' is the core's idle time (all processes).")
+    width = max(len(name) for name in chosen)
     print(
-        f"{'client':<20} {'median rps':>10}  {'rps per round':<22} {'failures':>8} "
+        f"{'client':<{width}} {'median rps':>10}  {'rps per round':<22} {'failures':>8} "
         f"{'client CPU':>10} {'core 0 idle':>11} {'nginx CPU':>9} {'core 1 idle':>11}"
     )
     median_rps = {name: statistics.median(run.rps for run in client_runs) for name, client_runs in runs.items()}
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         failures = sum(run.failures for run in client_runs)
         print(
-            f"{name:<20} {median_rps[name]:>10.0f}  {per_round:<22} {failures:>8} "
+            f"{name:<{width}} {median_rps[name]:>10.0f}  {per_round:<22} {failures:>8} "
             f"{shares[0]:>10.0%} {shares[1]:>11.0%} {shares[2]:>9.0%} {shares[3]:>11.0%}"
         )
     if HARNESS in median_rps:
