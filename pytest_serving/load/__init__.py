@@ -9,7 +9,11 @@ Modules follow Locust's own split: ``users`` is the locustfile (runs only in the
 Locust processes), ``runner`` starts and supervises those processes, ``stats``
 computes figures from the raw samples, ``phase`` describes a phase and its schedule.
 Under the users, ``multiplexer`` sends every request of a Locust process from
-one epoll loop and ``connection`` encodes requests and reads answers.
+one epoll loop and ``connection`` encodes requests and reads answers. Beside
+the figures, ``answers`` checks a phase's answers against the reference,
+``resources`` turns the server container's memory and CPU readings into figures
+(peak, mean CPU, growth per 1000 requests) and ``warmup`` decides when an
+adaptive warm-up ends.
 
 Distributed load: ``LoadPhase(workers=N)`` starts Locust's distributed mode on
 127.0.0.1 (``--master --expect-workers N`` plus N ``--worker`` processes). Workers

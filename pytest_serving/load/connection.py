@@ -5,8 +5,8 @@ and adds to every latency it reports. A general HTTP client pays for URL
 parsing, header dictionaries, cookie and redirect handling on each request;
 here a request is encoded to bytes once per phase (``Endpoint.encode``) and an
 answer is read only as far as its status and its end (``AnswerReader``:
-Content-Length, chunked, or the connection closing), without doing any I/O
-itself. Two drivers feed it: ``KeepAliveConnection`` (one socket, blocking or
+Content-Length, chunked, or the connection closing; its body kept only when the
+answer checks ask for it), without doing any I/O itself. Two drivers feed it: ``KeepAliveConnection`` (one socket, blocking or
 gevent-cooperative) here, and ``multiplexer.Multiplexer`` (many sockets on
 one epoll loop). Nothing is pipelined: one request is in flight per connection.
 """

@@ -19,7 +19,11 @@ omission). Over https both users send from greenlets through
 
 Each request is encoded to bytes once per process and an answer is read only
 as far as its status and its end, so the engine's own cost per request stays
-small (see docs/benchmarks.md). Requests go out exactly as given (no cookies,
+small (see docs/benchmarks.md); when the plan asks for answer checks, each 2xx
+answer's body is also kept by the request it answers (``answers.AnswerKeeper``,
+``answers-<i>.json``). With ``max_warmup`` the controlling process watches the
+warm-up's windows (``warmup.WarmupWatch``) and opens the measured window once
+they settle; sends, flows and the stop follow the moved window. Requests go out exactly as given (no cookies,
 no redirects followed, no added ``Accept-Encoding``).
 """
 

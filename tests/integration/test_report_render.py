@@ -165,9 +165,9 @@ def test_a_real_sweep_report_shows_every_chart(pytester, offline_image, session_
     report = pytester.path / "out" / "report.html"
     check = check_report(report, tmp_path / "screenshot.png", chromium)
     assert check.problems == []
-    # Fresh and warm overlaid for all targets, then per target its panels and its time breakdown
-    # (KServe's from its predict time alone).
-    assert check.charts == check.visible == 6
+    # Fresh and warm overlaid for all targets, then per target its panels, its time breakdown
+    # (KServe's from its predict time alone) and its latency, memory and CPU over each phase.
+    assert check.charts == check.visible == 8
     assert sorted(path.name for path in (pytester.path / "out" / "charts").glob("all-targets-*.png")) == [
         "all-targets-fresh-users.png",
         "all-targets-warm-users.png",
