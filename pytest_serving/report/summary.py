@@ -278,6 +278,9 @@ def junit_properties(results: Mapping[str, Any], test_id: str, correctness_of: s
                 "failure_rate": point.failure_rate,
                 "server_queue_ms": point.server.get("queue_ms"),
                 "server_compute_ms": point.server.get("compute_ms"),
+                "answers_wrong": (entry.get("answers") or {}).get("mismatches"),
+                "peak_memory_mb": _resource(entry, "peak_memory_mb"),
+                "memory_growth_mb_per_1k": _resource(entry, "memory_growth_mb_per_1k"),
             }
             properties += [(f"{prefix}.{key}", f"{value:.4g}") for key, value in figures.items() if value is not None]
     return properties

@@ -347,3 +347,7 @@ def test_the_terminal_table_shows_wrong_answers_and_a_short_verdict():
     )
     (row,) = [line for line in terminal_tables({"targets": {"triton": {"load": [entry]}}}, {}) if "users=4" in line]
     assert "12/90" in row and row.rstrip().endswith("fail (1 violation) (unstable)")
+    properties = dict(
+        junit_properties({"targets": {"triton": {"load": [entry]}}}, SMOKE_TEST.format(target="triton"), None)
+    )
+    assert properties["triton.load.phase.users=4.answers_wrong"] == "12"
