@@ -124,6 +124,7 @@ def load_budget_file(path: str | Path) -> BudgetTable:
         document = json.loads(text)
     elif path.suffix == ".toml":
         import tomllib
+
         document = tomllib.loads(text)
     else:
         raise BudgetError(f"{path}: budgets file must end in .toml or .json")

@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_serving.deployment import EMBEDDED_MODEL_REPO
-from pytest_serving.targets.base import TargetOptions
-from pytest_serving.targets.triton import Triton
+from pytest_serving.cli import export_model
 
 MODEL = "efficientnet_lite0"
 #: Responses of a dynamic batch rotated by one, but only when the batch holds three or more requests.
 SWAP_BIG_BATCHES = (
-    "                )\n        return responses\n",
-    (
-        "                )\n        if len(valid) >= 3:\n            responses = responses[1:] + responses[:1]\n"
-        "        return responses\n"
-    ),
+    "        return responses\n",
+    "        if len(requests) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
 )
 #: 2 MB kept for every request the model executes (bytes filled, so the pages are really used).
 LEAK_2MB_PER_REQUEST = (
@@ -40,10 +35,9 @@ SOAK_S = 20
 
 @pytest.fixture(scope="module")
 def exported_repo(tmp_path_factory) -> Path:
-    """A copy of the embedded model repository's Triton folder with the model exported into it."""
+    """The model repository ``pytest-serving export-model triton --out DIR`` writes for the default card."""
     root = tmp_path_factory.mktemp("exported")
-    shutil.copytree(EMBEDDED_MODEL_REPO / "triton", root / "triton")
-    Triton(TargetOptions(model_name=MODEL, model_repo=root)).prepare_model_repo(root / "triton")
+    assert export_model(["triton"], MODEL, root) == 0
     return root
 
 
