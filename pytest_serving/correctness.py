@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from .protocols.base import Prediction
 from .report.results import ResultsStore
 from .samples import Sample
+from .types import Prediction
 
 #: Two classes whose reference probabilities differ by less than this are a tie: numerics of
 #: another runtime may legitimately order them the other way.

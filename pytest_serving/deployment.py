@@ -17,10 +17,11 @@ from .cache import cache_root
 from .containers.docker_env import docker_unavailable_reason
 from .containers.resources import ResourceMonitor
 from .containers.server import ServerStartError, ServingContainer, running_server
-from .images.selection import choose_image
+from .image_selection import choose_image
 from .settings import Settings
 from .targets import TARGETS
-from .targets.base import Endpoint, ServingTarget, TargetOptions
+from .targets.base import ServingTarget, TargetOptions
+from .types import Endpoint
 
 #: The embedded default model repository (one folder per target): inside the package when installed
 #: from a wheel, beside it in a checkout or an editable install.

@@ -10,13 +10,13 @@ import pytest
 from .containers.resources import ResourceMonitor
 from .deployment import Deployment, Unavailable, deploy
 from .load.fixture import ServingLoad
-from .protocols.base import Prediction
 from .protocols.client import ClassifierClient
 from .report.results import ResultsStore
 from .samples import Sample
 from .session import SessionState, state
 from .settings import Settings
-from .targets.base import Endpoint, ServingTarget
+from .targets.base import ServingTarget
+from .types import Endpoint, Prediction
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from .correctness import gate_cross_target_agreement
 from .report.html import render_report
 from .report.summary import junit_properties, session_conditions, terminal_tables
 from .session import state as serving_state
-from .settings import Settings, register
+from .settings import Settings, register, selected_targets
 from .targets import TARGETS
 
 SUITES = Path(__file__).parent / "suites"
@@ -55,10 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config, "workerinput", {}).get("serving_loadgroup"):
         # Workers re-parse the command line, which does not say loadgroup; the controller told them.
         config.option.loadgroup = True
-
-
-def selected_targets(settings: Settings) -> list[str]:
-    return list(dict.fromkeys([*settings.targets, *settings.urls]))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

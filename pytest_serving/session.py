@@ -12,10 +12,10 @@ from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
 from .load.resources import lifetime_resources
-from .protocols.base import Prediction
 from .report.results import ResultsStore
 from .samples import Sample, SampleError, default_samples, discover, discover_labelled, read_csv
 from .settings import Settings
+from .types import Prediction
 
 _KEY = pytest.StashKey["SessionState"]()
 

@@ -267,6 +267,11 @@ class Settings:
         )
 
 
+def selected_targets(settings: Settings) -> list[str]:
+    """The targets this session tests: ``--serving`` names, then those given only by ``--serving-url``."""
+    return list(dict.fromkeys([*settings.targets, *settings.urls]))
+
+
 def _load_settings(
     values: dict[str, object],
     path: Callable[[str], Path | None],

@@ -13,7 +13,8 @@ import requests
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.exceptions import ContainerStartException
 
-from ..targets.base import Endpoint, ServingTarget
+from ..targets.base import ServingTarget
+from ..types import Endpoint
 from .cleanup import install_handlers, remove_instance
 from .labels import container_labels
 from .resources import ResourceMonitor

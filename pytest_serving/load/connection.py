@@ -19,7 +19,7 @@ import ssl
 import time
 from urllib.parse import urlsplit
 
-from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.types import HttpRequest
 
 RECEIVE_SIZE = 65536
 MAX_HEAD_BYTES = 65536

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.types import HttpRequest
 
 Arrival = Literal["poisson", "constant"]
 ARRIVALS: tuple[Arrival, ...] = ("poisson", "constant")

@@ -28,7 +28,7 @@ from pytest_serving.load.answers import AnswerCheck, KeptAnswers
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
-from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.types import HttpRequest
 
 LOCUSTFILE = Path(__file__).with_name("users.py")
 LOG_EXCERPT_CHARS = 2000

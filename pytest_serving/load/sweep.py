@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 from pytest_serving.load.phase import LoadPhase
 from pytest_serving.load.runner import run_phase
 from pytest_serving.load.stats import PhaseStats
-from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.types import HttpRequest
 
 DEFAULT_LEVELS: tuple[int, ...] = tuple(range(10, 101, 10))
 Scenario = Literal["warm", "fresh"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import TOP_K, Classifier, preprocess, top_k
-from pytest_serving.protocols.base import Prediction
+from pytest_serving.types import Prediction
 
 
 def to_predictions(probabilities: np.ndarray, k: int = TOP_K) -> list[Prediction]:

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 
+from ..types import HttpRequest, Prediction, ProtocolError
 
-class ProtocolError(Exception):
-    """The server answered something that is not a valid prediction."""
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """One request, relative to an endpoint's base URL, ready to send by any HTTP client."""
-
-    method: str
-    path: str
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The top-k answer of a classifier, best first."""
-
-    classes: tuple[int, ...]
-    probabilities: tuple[float, ...]
-
-    @property
-    def top1(self) -> int:
-        return self.classes[0]
+__all__ = ["HttpRequest", "Prediction", "Protocol", "ProtocolError"]
 
 
 class Protocol(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_serving.correctness import judge, summarize
-from pytest_serving.protocols.base import Prediction
+from pytest_serving.types import Prediction
 
 pytestmark = [pytest.mark.serving, pytest.mark.serving_contract]
 

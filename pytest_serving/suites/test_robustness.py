@@ -25,7 +25,6 @@ from pytest_serving.correctness import same_top1
 from pytest_serving.deployment import Deployment, target_options
 from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import InvalidImage
-from pytest_serving.plugin import selected_targets
 from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol, ProtocolError
 from pytest_serving.protocols.client import ClassifierClient
 from pytest_serving.robustness import FAMILIES, Case, catalogue
@@ -44,6 +43,7 @@ from pytest_serving.robustness.outcome import (
 )
 from pytest_serving.samples import Sample
 from pytest_serving.session import state
+from pytest_serving.settings import selected_targets
 from pytest_serving.targets import TARGETS
 
 pytestmark = [pytest.mark.serving, pytest.mark.serving_robustness]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -12,6 +11,7 @@ import requests
 
 from ..images.recipe import OfflineImage
 from ..protocols.base import Protocol
+from ..types import Endpoint
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard
@@ -30,27 +30,6 @@ class TargetOptions:
     model_repo: Path | None = None
     gpus: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A ready server: one base URL per port role (``http``, ``grpc``, ``metrics``…), and how to talk to it."""
-
-    target: str
-    urls: dict[str, str]
-    image: str
-    started_by_plugin: bool
-    model_name: str = ""
-    protocol: Protocol | None = None
-    server_version: str = "unknown"
-    headers: dict[str, str] = field(default_factory=dict)
-    #: Reads a file inside the server's container (keys servers write at start); None when the
-    #: plugin did not start the server.
-    read_file: Callable[[str], bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self.urls["http"]
 
 
 class ServingTarget(ABC):

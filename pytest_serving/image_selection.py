@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..containers.docker_env import image_present, pull_image
-from ..targets.base import ServingTarget
+from .containers.docker_env import image_present, pull_image
+from .targets.base import ServingTarget
 
 
 @dataclass(frozen=True)

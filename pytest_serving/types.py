@@ -1,0 +1,66 @@
+"""Value types shared across the package: requests, predictions and ready endpoints.
+
+This module imports nothing of the package, so every other module may import it without
+making a cycle (targets, protocols, metrics, load and model all speak these types).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotation only: protocols import this module, never the other way round
+    from .protocols.base import Protocol
+
+
+class ProtocolError(Exception):
+    """The server answered something that is not a valid prediction."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request, relative to an endpoint's base URL, ready to send by any HTTP client."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def with_header(self, name: str, value: str) -> HttpRequest:
+        """This request with one HTTP header set to ``value`` (robustness cases change one thing at a time)."""
+        return dataclasses.replace(self, headers={**self.headers, name: value})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k answer of a classifier, best first."""
+
+    classes: tuple[int, ...]
+    probabilities: tuple[float, ...]
+
+    @property
+    def top1(self) -> int:
+        return self.classes[0]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ready server: one base URL per port role (``http``, ``grpc``, ``metrics``…), and how to talk to it."""
+
+    target: str
+    urls: dict[str, str]
+    image: str
+    started_by_plugin: bool
+    model_name: str = ""
+    protocol: Protocol | None = None
+    server_version: str = "unknown"
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Reads a file inside the server's container (keys servers write at start); None when the
+    #: plugin did not start the server.
+    read_file: Callable[[str], bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.urls["http"]
