@@ -130,4 +130,5 @@ def serving_load(
         fresh_server=fresh_server if serving_deployment.container is not None else None,
         reference=serving_reference,
         monitor=serving_deployment.monitor,
+        server_metrics=serving_deployment.target.server_metrics,
     )

@@ -22,15 +22,15 @@ from ..containers.resources import ResourceMonitor
 from ..correctness import MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 from ..metrics import (
     PhaseServerMetrics,
+    ServerMetricsSpec,
     combined,
     metrics_page,
     scraped_around,
 )
-from ..protocols.base import HttpRequest, Prediction
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
-from ..targets.base import Endpoint
+from ..types import Endpoint, HttpRequest, Prediction
 from .answers import AnswerCheck, KeptAnswers, check_answers
 from .budgets import (
     BUDGET_FIELDS,
@@ -98,6 +98,8 @@ class ServingLoad:
     reference: Mapping[str, Prediction] | None = None
     #: Largest difference of a top-5 probability from the reference that still counts as the same answer.
     probability_tolerance: float = MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
+    #: The target's ``server_metrics``: which counters say where the server's time went.
+    server_metrics: ServerMetricsSpec | None = None
 
     def __post_init__(self) -> None:
         #: Endpoints and resource monitors by base URL: the current server and every fresh one a sweep boots.
@@ -216,7 +218,7 @@ class ServingLoad:
     ) -> tuple[PhaseStats, PhaseServerMetrics]:
         """Run one phase between two scrapes of the server's metrics (as the measured window opens,
         and after the phase), which say where the server's time went."""
-        with scraped_around(metrics_page(self._endpoints[base_url])) as scrape:
+        with scraped_around(metrics_page(self._endpoints[base_url], self.server_metrics)) as scrape:
             stats = self._run(base_url, requests, phase, on_window_open=scrape.window_opened)
         monitor = self._monitors.get(base_url)
         if monitor is not None:

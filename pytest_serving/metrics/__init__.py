@@ -2,9 +2,6 @@
 
 from .prometheus import Exposition, MetricSample, MetricsFormatError, parse_exposition
 from .server import (
-    KNOWN_SPECS,
-    TORCHSERVE_METRICS,
-    TRITON_METRICS,
     MetricsPage,
     PhaseServerMetrics,
     ServerMetricsSpec,
@@ -13,13 +10,9 @@ from .server import (
     combined,
     metrics_page,
     scraped_around,
-    spec_for,
 )
 
 __all__ = [
-    "KNOWN_SPECS",
-    "TORCHSERVE_METRICS",
-    "TRITON_METRICS",
     "Exposition",
     "MetricSample",
     "MetricsFormatError",
@@ -32,5 +25,4 @@ __all__ = [
     "metrics_page",
     "parse_exposition",
     "scraped_around",
-    "spec_for",
 ]

@@ -6,8 +6,8 @@ the increases by the increase in answered requests gives per-request figures for
 the traffic of that phase (counters include the phase's warm-up, the client's figures
 do not).
 
-A target says which counters mean what with a :class:`ServerMetricsSpec`, as the class
-attribute ``server_metrics``; Triton's and TorchServe's well-known counters are built in.
+A target says which counters mean what with a :class:`ServerMetricsSpec`, as its class
+attribute ``ServingTarget.server_metrics``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from ..targets.base import Endpoint
+from ..types import Endpoint
 from .prometheus import Exposition, MetricsFormatError, parse_exposition
 
 SCRAPE_TIMEOUT_S = 5.0
@@ -54,38 +54,6 @@ class ServerMetricsSpec:
     def counters(self) -> tuple[str, ...]:
         names = (self.requests, *self.queue, *self.compute, *self.server)
         return names + ((self.executions,) if self.executions else ())
-
-
-TRITON_METRICS = ServerMetricsSpec(
-    requests="nv_inference_request_success",
-    queue=("nv_inference_queue_duration_us",),
-    compute=(
-        "nv_inference_compute_input_duration_us",
-        "nv_inference_compute_infer_duration_us",
-        "nv_inference_compute_output_duration_us",
-    ),
-    server=("nv_inference_request_duration_us",),
-    executions="nv_inference_exec_count",
-    missing_hint="start tritonserver with --allow-metrics=true",
-)
-
-#: TorchServe's frontend counters; its inference latency includes the queue time.
-TORCHSERVE_METRICS = ServerMetricsSpec(
-    requests="ts_inference_requests_total",
-    queue=("ts_queue_latency_microseconds",),
-    server=("ts_inference_latency_microseconds",),
-    missing_hint="set metrics_mode=prometheus in TorchServe's config.properties (or TS_METRICS_MODE=prometheus)",
-)
-
-KNOWN_SPECS: Mapping[str, ServerMetricsSpec] = {"triton": TRITON_METRICS, "torchserve": TORCHSERVE_METRICS}
-
-
-def spec_for(target: str) -> ServerMetricsSpec | None:
-    """The target class's ``server_metrics``, else the built-in spec for its name, else None."""
-    from ..targets import TARGETS
-
-    declared = getattr(TARGETS.get(target), "server_metrics", None)
-    return declared or KNOWN_SPECS.get(target)
 
 
 class CounterReset(Exception):
@@ -198,9 +166,9 @@ class MetricsPage:
         return {name: total for name, total in totals.items() if total is not None}
 
 
-def metrics_page(endpoint: Endpoint) -> MetricsPage | Unmeasured:
-    """Where ``endpoint``'s server publishes its counters, or why it cannot be known."""
-    spec = spec_for(endpoint.target)
+def metrics_page(endpoint: Endpoint, spec: ServerMetricsSpec | None) -> MetricsPage | Unmeasured:
+    """Where ``endpoint``'s server publishes the counters of ``spec`` (its target's ``server_metrics``),
+    or why it cannot be known."""
     if spec is None:
         return Unmeasured(f"target {endpoint.target!r} declares no server metrics (ServingTarget.server_metrics)")
     if spec.url_role not in endpoint.urls:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 import requests
 
 from ..images.recipe import OfflineImage
+from ..metrics.server import ServerMetricsSpec
 from ..protocols.base import Protocol
 from ..types import Endpoint
 
@@ -48,6 +49,9 @@ class ServingTarget(ABC):
     #: Folder under ``model_repo/`` mounted read-only at ``model_mount``.
     model_repo_folder: ClassVar[str]
     model_mount: ClassVar[str] = "/models"
+    #: Which of the server's Prometheus counters count requests and where their time went; None:
+    #: the load reports show client figures only.
+    server_metrics: ClassVar[ServerMetricsSpec | None] = None
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         self.options = options

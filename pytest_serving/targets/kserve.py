@@ -70,7 +70,7 @@ class KServeTarget(ServingTarget):
     model_repo_folder = "kserve"
     #: KServe's per-model histograms on the REST port: the time in ``Model.predict`` (decode,
     #: preprocess and inference here), not KServe's own request parsing before it.
-    server_metrics = ServerMetricsSpec(
+    server_metrics: ClassVar[ServerMetricsSpec | None] = ServerMetricsSpec(
         requests="request_predict_seconds_count",
         compute=("request_predict_seconds_sum",),
         unit_ms=1000.0,

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from ..images.recipe import OfflineImage
+from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
@@ -108,6 +109,13 @@ class TorchServe(ServingTarget):
     offline_image = TORCHSERVE_OFFLINE_IMAGE
     ports: ClassVar[dict[str, int]] = {"http": 8080, "management": 8081, "metrics": 8082}
     model_repo_folder = "torchserve"
+    #: TorchServe's frontend counters; its inference latency includes the queue time.
+    server_metrics = ServerMetricsSpec(
+        requests="ts_inference_requests_total",
+        queue=("ts_queue_latency_microseconds",),
+        server=("ts_inference_latency_microseconds",),
+        missing_hint="set metrics_mode=prometheus in TorchServe's config.properties (or TS_METRICS_MODE=prometheus)",
+    )
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         super().__init__(options, image_origin)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 import requests
 
 from ..images.recipe import OfflineImage, WheelFiles
+from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import write_card_files
 from ..model.preprocess import MODEL_FILE
 from ..protocols.base import Protocol
@@ -92,6 +93,19 @@ class Triton(ServingTarget):
     offline_image = TRITON_OFFLINE_IMAGE
     ports: ClassVar[dict[str, int]] = {"http": 8000, "grpc": 8001, "metrics": 8002}
     model_repo_folder = "triton"
+    #: Triton's per-model counters on the metrics port; compute is split into input, infer and output.
+    server_metrics = ServerMetricsSpec(
+        requests="nv_inference_request_success",
+        queue=("nv_inference_queue_duration_us",),
+        compute=(
+            "nv_inference_compute_input_duration_us",
+            "nv_inference_compute_infer_duration_us",
+            "nv_inference_compute_output_duration_us",
+        ),
+        server=("nv_inference_request_duration_us",),
+        executions="nv_inference_exec_count",
+        missing_hint="start tritonserver with --allow-metrics=true",
+    )
 
     @property
     def deployed_model(self) -> str:

@@ -8,8 +8,6 @@ import pytest
 
 from pytest_serving.deployment import EMBEDDED_MODEL_REPO
 from pytest_serving.metrics import (
-    TORCHSERVE_METRICS,
-    TRITON_METRICS,
     MetricsFormatError,
     MetricsPage,
     ServerTimes,
@@ -18,9 +16,13 @@ from pytest_serving.metrics import (
     metrics_page,
     parse_exposition,
     scraped_around,
-    spec_for,
 )
-from pytest_serving.targets.base import Endpoint
+from pytest_serving.targets.torchserve import TorchServe
+from pytest_serving.targets.triton import Triton
+from pytest_serving.types import Endpoint
+
+TRITON_METRICS = Triton.server_metrics
+TORCHSERVE_METRICS = TorchServe.server_metrics
 
 #: GET :8002/metrics of pytest-serving/triton:2.51.0-cpu after 420 requests (python backend, dynamic batching).
 TRITON_PAGE = """\
@@ -270,12 +272,19 @@ def test_a_restart_or_a_page_without_the_counters_is_recorded_not_raised():
 
 def test_metrics_page_comes_from_the_endpoint_role_and_the_target_spec():
     endpoint = Endpoint("triton", {"http": "http://127.0.0.1:1", "metrics": "http://127.0.0.1:2"}, "image", True)
-    assert metrics_page(endpoint) == MetricsPage("http://127.0.0.1:2/metrics", TRITON_METRICS)
+    assert metrics_page(endpoint, TRITON_METRICS) == MetricsPage("http://127.0.0.1:2/metrics", TRITON_METRICS)
     external = Endpoint("triton", {"http": "http://127.0.0.1:1"}, "external", False)
-    assert "--serving-url" in metrics_page(external).reason
+    assert "--serving-url" in metrics_page(external, TRITON_METRICS).reason
     unknown = Endpoint("no-such-target", {"http": "http://127.0.0.1:1"}, "image", True)
-    assert "declares no server metrics" in metrics_page(unknown).reason
-    assert spec_for("torchserve") == TORCHSERVE_METRICS
+    assert "declares no server metrics" in metrics_page(unknown, None).reason
+
+
+def test_every_target_declares_its_server_metrics_on_its_class():
+    from pytest_serving.targets import TARGETS
+
+    declared = {name for name, target in TARGETS.items() if target.server_metrics is not None}
+    assert {"triton", "torchserve", "kserve", "kserve-v1"} <= declared
+    assert TARGETS["tfserving"].server_metrics is None
 
 
 def test_the_embedded_torchserve_config_publishes_prometheus_counters():
