@@ -24,48 +24,15 @@ Outcome = Literal["pass", "deviation", "fail"]
 #: How much of a response body a message or a record quotes.
 BODY_EXCERPT_CHARS = 300
 
-#: Server behaviour that no handler can change: the server answers 5xx before any model code
-#: runs. Keyed by (target, server version prefix, case); the reason names server and version.
-#: The suite marks these xfail(strict=True), so an upgrade that fixes one fails until it is removed here.
-DEVIATIONS: dict[tuple[str, str, str], str] = {
-    **{
-        ("triton", "2.51", case): (
-            f"Triton 2.51.0's HTTP front end answers 500 to {what}: its JSON errors (TritonJson) are "
-            "TRITONSERVER_ERROR_INTERNAL, which it maps to 500, before any model code runs"
-        )
-        for case, what in (
-            ("json-malformed", "a request body that is not valid JSON"),
-            ("v2-header-not-json", "a binary request whose JSON header is not JSON"),
-            ("json-missing-inputs", "request JSON without 'inputs'"),
-            ("json-missing-tensor-fields", "an input without 'datatype' and 'shape'"),
-            ("json-nan-inf", "a shape holding NaN and Infinity"),
-        )
-    },
-    ("triton", "2.51", "oversize-80mib"): (
-        "Triton 2.51.0 has no HTTP request-size limit (--http-max-input-size came later, "
-        "triton-inference-server/server#8174): the 80 MiB input reaches the python backend, which answers 500 "
-        "when its shared-memory pool cannot grow beyond the container's /dev/shm (64 MiB by Docker's default), "
-        "before model.py runs"
-    ),
-    **{
-        ("kserve", "0.21", case): f"KServe 0.21.0's REST layer answers 5xx to {what}, before the model's code runs"
-        for case, what in (
-            ("json-nan-inf", "a shape holding NaN (FastAPI cannot write its own error message as JSON)"),
-            ("unknown-version", "a versioned V2 path (501: 'Model versioning not supported yet')"),
-            ("v2-binary-size-beyond-body", "a binary_data_size beyond the body (it decodes BYTES as UTF-8 first)"),
-            ("v2-element-length-beyond-tensor", "a BYTES element length beyond the tensor (struct.error)"),
-            ("v2-header-length-not-a-number", "a non-numeric Inference-Header-Content-Length (int() fails)"),
-        )
-    },
-    ("torchserve", "0.12", "oversize-80mib"): (
-        "TorchServe 0.12.0 refuses bodies over max_request_size at its HTTP layer with 413 and an empty body, "
-        "before the handler runs: the status is right, the error has no text"
-    ),
-}
+#: A target's known server deviations (``ServingTarget.known_deviations``): server version
+#: prefix -> case name -> reason. Each is server behaviour no handler can change (a 5xx before any
+#: model code runs); the reason names server and version. The suite marks these xfail(strict=True),
+#: so an upgrade that fixes one fails until it is removed from the target class.
+Deviations = Mapping[str, Mapping[str, str]]
 
 
 class ServerDeviation(AssertionError):
-    """The server answered a case listed in DEVIATIONS the known wrong way, and otherwise behaved."""
+    """The server answered a case listed in its known deviations the known wrong way, and otherwise behaved."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +178,7 @@ class CaseOutcome:
     answer: Answer
     aftermath: Aftermath
     problems: tuple[str, ...]
-    #: The DEVIATIONS reason when this case is a known server deviation, else None.
+    #: The reason when this case is a known server deviation, else None.
     deviation: str | None = None
 
     @property
@@ -260,24 +227,25 @@ def judge(
     answer: Answer,
     aftermath: Aftermath,
     classification: Classification | None = None,
+    deviations: Deviations | None = None,
 ) -> CaseOutcome:
-    """The outcome of ``case``: its answer's problems, the server's aftermath and any known deviation."""
+    """The outcome of ``case``: its answer's problems, the server's aftermath and any known deviation
+    among ``deviations`` (the target's ``known_deviations``)."""
     problems = tuple(answer_problems(case, answer, classification))
-    return CaseOutcome(
-        target, server_version, case, answer, aftermath, problems, known_deviation(target, server_version, case.name)
-    )
+    deviation = known_deviation(deviations or {}, server_version, case.name)
+    return CaseOutcome(target, server_version, case, answer, aftermath, problems, deviation)
 
 
-def known_deviation(target: str, server_version: str, case_name: str) -> str | None:
-    """The DEVIATIONS reason for this target, version and case, or None.
+def known_deviation(deviations: Deviations, server_version: str, case_name: str) -> str | None:
+    """The reason ``deviations`` give for this server version and case, or None.
 
     ``server_version`` is the target's report, e.g. "triton 2.51.0"; a table prefix "2.51"
     matches versions 2.51, 2.51.0, 2.51.1 but not 2.510.
     """
     version = server_version.split()[-1] if server_version.split() else ""
-    for (deviating_target, prefix, deviating_case), reason in DEVIATIONS.items():
-        if deviating_target == target and deviating_case == case_name and _version_matches(prefix, version):
-            return reason
+    for prefix, cases in deviations.items():
+        if case_name in cases and _version_matches(prefix, version):
+            return cases[case_name]
     return None
 
 

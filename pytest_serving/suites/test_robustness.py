@@ -201,6 +201,7 @@ def test_case(
     robustness_references,
     robustness_watch,
     serving_endpoint,
+    serving_target,
     serving_client,
     serving_results,
     request,
@@ -209,9 +210,11 @@ def test_case(
     protocol = serving_endpoint.protocol
     if protocol.name not in case.families:
         pytest.skip(f"{case.name} applies to {sorted(case.families)}, not to the {protocol.name} protocol")
-    deviation = known_deviation(serving_endpoint.target, serving_endpoint.server_version, case.name)
+    deviations = serving_target.known_deviations
+    deviation = known_deviation(deviations, serving_endpoint.server_version, case.name)
     if deviation:
-        reason = f"{deviation} [robustness.outcome.DEVIATIONS: remove the entry when this XPASSes]"
+        where = f"{type(serving_target).__name__}.known_deviations"
+        reason = f"{deviation} [{where}: remove the entry when this XPASSes]"
         request.applymarker(pytest.mark.xfail(reason=reason, raises=ServerDeviation, strict=True))
     answer = send(serving_client, case.request(protocol, robustness_sample.data))
     classification = None
@@ -224,6 +227,7 @@ def test_case(
         answer,
         robustness_watch.aftermath(),
         classification,
+        deviations,
     )
     serving_results.set(("targets", serving_endpoint.target, "robustness", case.name), outcome.record())
     if outcome.outcome == "deviation":

@@ -20,6 +20,7 @@ KServe publishes no image for custom Python models (each user builds one), so th
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -111,6 +112,19 @@ class KServeTarget(ServingTarget):
 class KServe(KServeTarget):
     name = "kserve"
     model_ready_path = "/v2/models/{model}/ready"
+    #: V2 only: the V1 path of the same server answers these cases (or does not have them).
+    known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "0.21": {
+            case: f"KServe 0.21.0's REST layer answers 5xx to {what}, before the model's code runs"
+            for case, what in (
+                ("json-nan-inf", "a shape holding NaN (FastAPI cannot write its own error message as JSON)"),
+                ("unknown-version", "a versioned V2 path (501: 'Model versioning not supported yet')"),
+                ("v2-binary-size-beyond-body", "a binary_data_size beyond the body (it decodes BYTES as UTF-8 first)"),
+                ("v2-element-length-beyond-tensor", "a BYTES element length beyond the tensor (struct.error)"),
+                ("v2-header-length-not-a-number", "a non-numeric Inference-Header-Content-Length (int() fails)"),
+            )
+        }
+    }
 
     def protocol(self) -> Protocol:
         return KServeV2Protocol(self.model_name)

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -116,6 +117,14 @@ class TorchServe(ServingTarget):
         server=("ts_inference_latency_microseconds",),
         missing_hint="set metrics_mode=prometheus in TorchServe's config.properties (or TS_METRICS_MODE=prometheus)",
     )
+    known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "0.12": {
+            "oversize-80mib": (
+                "TorchServe 0.12.0 refuses bodies over max_request_size at its HTTP layer with 413 and an empty "
+                "body, before the handler runs: the status is right, the error has no text"
+            )
+        }
+    }
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         super().__init__(options, image_origin)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -106,6 +107,30 @@ class Triton(ServingTarget):
         executions="nv_inference_exec_count",
         missing_hint="start tritonserver with --allow-metrics=true",
     )
+
+    known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "2.51": {
+            **{
+                case: (
+                    f"Triton 2.51.0's HTTP front end answers 500 to {what}: its JSON errors (TritonJson) are "
+                    "TRITONSERVER_ERROR_INTERNAL, which it maps to 500, before any model code runs"
+                )
+                for case, what in (
+                    ("json-malformed", "a request body that is not valid JSON"),
+                    ("v2-header-not-json", "a binary request whose JSON header is not JSON"),
+                    ("json-missing-inputs", "request JSON without 'inputs'"),
+                    ("json-missing-tensor-fields", "an input without 'datatype' and 'shape'"),
+                    ("json-nan-inf", "a shape holding NaN and Infinity"),
+                )
+            },
+            "oversize-80mib": (
+                "Triton 2.51.0 has no HTTP request-size limit (--http-max-input-size came later, "
+                "triton-inference-server/server#8174): the 80 MiB input reaches the python backend, which answers "
+                "500 when its shared-memory pool cannot grow beyond the container's /dev/shm (64 MiB by Docker's "
+                "default), before model.py runs"
+            ),
+        }
+    }
 
     @property
     def deployed_model(self) -> str:

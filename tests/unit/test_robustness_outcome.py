@@ -5,7 +5,6 @@ import pytest
 from pytest_serving.protocols.base import Prediction
 from pytest_serving.protocols.v2 import V2Protocol
 from pytest_serving.robustness import FAMILIES, Case
-from pytest_serving.robustness import outcome as robustness_outcome
 from pytest_serving.robustness.outcome import (
     BODY_EXCERPT_CHARS,
     Aftermath,
@@ -21,6 +20,8 @@ from pytest_serving.robustness.outcome import (
     readable_text,
 )
 from pytest_serving.samples import Sample
+from pytest_serving.targets import TARGETS
+from pytest_serving.targets.triton import Triton
 
 TRITON = "triton 2.51.0"
 INVALID = frozenset({400, 422})
@@ -182,7 +183,8 @@ def test_wrong_next_answer_fails_even_when_health_is_unchanged():
 
 
 def test_known_server_500_is_a_deviation():
-    result = judge("triton", TRITON, JSON_MALFORMED, answer(500, b'{"error":"failed to parse"}'), HEALTHY)
+    body = b'{"error":"failed to parse"}'
+    result = judge("triton", TRITON, JSON_MALFORMED, answer(500, body), HEALTHY, deviations=Triton.known_deviations)
     assert result.outcome == "deviation"
     assert result.deviation and "Triton 2.51.0" in result.deviation
     assert result.record()["deviation"] == result.deviation
@@ -190,28 +192,43 @@ def test_known_server_500_is_a_deviation():
 
 
 def test_a_deviation_does_not_excuse_a_crash_or_another_target():
-    assert judge("triton", TRITON, JSON_MALFORMED, answer(500), CRASHED).outcome == "fail"
-    assert judge("kserve", "kserve 0.14.1", JSON_MALFORMED, answer(500), HEALTHY).outcome == "fail"
-    assert judge("triton", "triton 2.52.0", JSON_MALFORMED, answer(500), HEALTHY).outcome == "fail"
+    deviations = Triton.known_deviations
+    assert judge("triton", TRITON, JSON_MALFORMED, answer(500), CRASHED, deviations=deviations).outcome == "fail"
+    assert judge("kserve", "kserve 0.21.0", JSON_MALFORMED, answer(500), HEALTHY).outcome == "fail"
+    kserve = TARGETS["kserve"].known_deviations
+    assert judge("kserve", "kserve 0.21.0", JSON_MALFORMED, answer(500), HEALTHY, deviations=kserve).outcome == "fail"
+    newer = judge("triton", "triton 2.52.0", JSON_MALFORMED, answer(500), HEALTHY, deviations=deviations)
+    assert newer.outcome == "fail"
 
 
 def test_a_fixed_deviation_passes():
     # The suite marks the test xfail(strict=True), so this pass reports XPASS(strict): remove the entry.
-    assert judge("triton", TRITON, JSON_MALFORMED, answer(400), HEALTHY).outcome == "pass"
+    fixed = judge("triton", TRITON, JSON_MALFORMED, answer(400), HEALTHY, deviations=Triton.known_deviations)
+    assert fixed.outcome == "pass"
 
 
-def test_deviation_versions_match_by_dotted_prefix(monkeypatch):
-    monkeypatch.setattr(robustness_outcome, "DEVIATIONS", {("demo", "1.2", "empty"): "demo 1.2 answers 500"})
-    assert known_deviation("demo", "demo 1.2", "empty") == "demo 1.2 answers 500"
-    assert known_deviation("demo", "demo 1.2.7", "empty") == "demo 1.2 answers 500"
-    assert known_deviation("demo", "demo 1.20.0", "empty") is None
-    assert known_deviation("demo", "unknown", "empty") is None
-    assert known_deviation("demo", "demo 1.2", "png") is None
+def test_deviation_versions_match_by_dotted_prefix():
+    deviations = {"1.2": {"empty": "demo 1.2 answers 500"}}
+    assert known_deviation(deviations, "demo 1.2", "empty") == "demo 1.2 answers 500"
+    assert known_deviation(deviations, "demo 1.2.7", "empty") == "demo 1.2 answers 500"
+    assert known_deviation(deviations, "demo 1.20.0", "empty") is None
+    assert known_deviation(deviations, "unknown", "empty") is None
+    assert known_deviation(deviations, "demo 1.2", "png") is None
 
 
-def test_every_deviation_names_server_and_version():
-    for (target, prefix, _case), reason in robustness_outcome.DEVIATIONS.items():
-        assert target.lower() in reason.lower() and prefix in reason
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_every_deviation_names_server_and_version(name):
+    system = name.split("-")[0]
+    for prefix, cases in TARGETS[name].known_deviations.items():
+        for reason in cases.values():
+            assert system in reason.lower() and prefix in reason
+
+
+def test_deviations_live_on_their_target_classes():
+    assert "json-malformed" in Triton.known_deviations["2.51"]
+    assert "unknown-version" in TARGETS["kserve"].known_deviations["0.21"]
+    assert TARGETS["kserve-v1"].known_deviations == {}
+    assert "oversize-80mib" in TARGETS["torchserve"].known_deviations["0.12"]
 
 
 def sample(sample_id: str, label: int) -> Sample:
