@@ -1,7 +1,8 @@
 """Every option of the plugin, settable on the command line, as an ini key or as an environment variable.
 
 Precedence: command line, then ``PYTEST_SERVING_*`` environment variable, then ini key, then default.
-The option table is the single source for ``pytest --help``, the ini keys and the docs.
+The option table, with the options each target class declares (``ServingTarget.extra_options``),
+is the single source for ``pytest --help``, the ini keys, the docs and every default.
 """
 
 from __future__ import annotations
@@ -15,23 +16,10 @@ from pathlib import Path
 import pytest
 
 from .model.card import CardError, ModelCard, load_card
+from .targets import TARGETS
+from .types import Option
 
-
-@dataclass(frozen=True)
-class Option:
-    name: str  # command-line name without the leading dashes
-    help: str
-    default: str | None = None
-    flag: bool = False
-    multiple: bool = False
-
-    @property
-    def dest(self) -> str:
-        return self.name.replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return "PYTEST_" + self.dest.upper()
+__all__ = ["OPTIONS", "LoadSettings", "Option", "Settings", "all_options", "register", "selected_targets"]
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -42,24 +30,23 @@ OPTIONS: tuple[Option, ...] = (
         "the card's (ImageNet cards: wnids, with classes.tsv)",
     ),
     Option("serving-samples-csv", "CSV file of 'path,label' rows (paths relative to the file): the samples"),
-    Option("serving-classes", "ImageNet cards: classes.tsv (index, wnid, name); default: classes.tsv beside the samples"),
+    Option(
+        "serving-classes", "ImageNet cards: classes.tsv (index, wnid, name); default: classes.tsv beside the samples"
+    ),
     Option("serving-samples-limit", "use at most N samples (evenly spread over the sorted list)"),
     Option("serving-image", "NAME=IMAGE: run target NAME from IMAGE instead of its default", multiple=True),
     Option("serving-url", "NAME=URL: test an already running server instead of booting a container", multiple=True),
     Option("serving-report", "directory for results.json and the report"),
     Option("serving-gpus", "'all' or a count: give the containers GPUs (Docker device request); default CPU"),
-    Option("serving-startup-timeout", "seconds to wait for a server's model to be ready", default="600"),
+    Option("serving-startup-timeout", "seconds to wait for a server's model to be ready (> 0)", default="600"),
     Option(
         "serving-model",
         "model card to deploy: a card.toml path, or a built-in card: efficientnet_lite0 (default), resnet50",
         default="efficientnet_lite0",
     ),
     Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
-    Option(
-        "serving-torchserve-auth", "TorchServe token authorization: on (send the server's keys) or off", default="on"
-    ),
     Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
-    Option("serving-load-workers", "Locust worker processes per phase (0: one local process)", default="0"),
+    Option("serving-load-workers", "Locust worker processes per phase (0: one local process; >= 0)", default="0"),
     Option(
         "serving-sweep-levels",
         "load levels of a sweep: user counts, or requests/s with an open-loop --serving-sweep-arrival",
@@ -70,19 +57,25 @@ OPTIONS: tuple[Option, ...] = (
         "users (closed loop, as the study) or poisson / constant (open loop: levels are requests/s)",
         default="users",
     ),
-    Option("serving-sweep-duration", "measured seconds per sweep level", default="60"),
-    Option("serving-sweep-warmup", "warm-up seconds before each sweep level", default="10"),
+    Option(
+        "serving-sweep-duration",
+        "measured seconds per sweep level (> 0: 0 is a usage error, a zero-length measurement measures nothing)",
+        default="60",
+    ),
+    Option("serving-sweep-warmup", "warm-up seconds before each sweep level (0: no warm-up)", default="10"),
     Option("serving-sweep-scenario", "fresh (new container per level), warm, or both", default="both"),
-    Option("serving-sweep-repeats", "repeats per sweep level (the median is reported)", default="1"),
+    Option("serving-sweep-repeats", "repeats per sweep level (the median is reported; >= 1)", default="1"),
     Option(
         "serving-soak",
         "seconds of one steady closed-loop soak phase per target, gated on memory growth per 1000 requests "
-        "(budget max_memory_growth_mb_per_1k, default 50); default: no soak",
+        "(budget max_memory_growth_mb_per_1k, default 50); default: no soak (> 0 when given)",
     ),
     Option("serving-budgets-file", "TOML/JSON file of load budgets per target (overrides ini serving_budgets)"),
     Option("serving-baseline", "results.json of a previous run: fail on p95/throughput regressions against it"),
     Option(
-        "serving-max-regression", "percent of p95 or throughput regression tolerated against the baseline", default="10"
+        "serving-max-regression",
+        "percent of p95 or throughput regression tolerated against the baseline (0: none at all)",
+        default="10",
     ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
@@ -93,7 +86,28 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+def all_options() -> tuple[Option, ...]:
+    """The plugin's own options, then those the target classes declare (each once, in target order).
+
+    A target's options are named ``serving-<target>-...`` or shared by the classes of one system
+    (KServe's two targets); one that reuses a plugin option's name is a programming error.
+    """
+    options = {option.name: option for option in OPTIONS}
+    for target in TARGETS.values():
+        for option in target.extra_options:
+            if options.setdefault(option.name, option) != option:
+                raise ValueError(f"{target.__name__} declares option --{option.name}, already declared differently")
+    return tuple(options.values())
+
+
+def target_option_names() -> tuple[str, ...]:
+    """``dest`` names of the options the target classes declare, handed to targets as ``TargetOptions.extra``."""
+    own = {option.name for option in OPTIONS}
+    return tuple(option.dest for option in all_options() if option.name not in own)
+
+
 def register(parser: pytest.Parser) -> None:
+    """Declare every option (the plugin's and the targets') on the command line and as an ini key."""
     group = parser.getgroup("serving", "model serving (pytest-serving)")
     parser.addini(
         "serving_budgets",
@@ -101,7 +115,7 @@ def register(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
-    for option in OPTIONS:
+    for option in all_options():
         help_text = f"{option.help} [env {option.env}, ini {option.dest}]"
         if option.flag:
             group.addoption(f"--{option.name}", action="store_true", default=None, dest=option.dest, help=help_text)
@@ -115,7 +129,8 @@ def register(parser: pytest.Parser) -> None:
 
 
 def raw_value(config: pytest.Config, option: Option) -> object:
-    """The option's value by precedence: command line, environment, ini, default."""
+    """The option's value by precedence: command line, environment, ini, then ``option.default``: the one
+    place a default is applied."""
     value = config.getoption(option.dest)
     if value is not None:
         return value
@@ -129,7 +144,9 @@ def raw_value(config: pytest.Config, option: Option) -> object:
     ini = config.getini(option.dest)
     if option.flag:
         return bool(ini)
-    return ini if ini not in ("", None, []) else (None if not option.multiple else [])
+    if ini not in ("", None, []):
+        return ini
+    return [] if option.multiple else option.default
 
 
 def parse_assignments(values: list[str], what: str) -> dict[str, str]:
@@ -174,20 +191,20 @@ SCENARIOS = {"fresh": ("fresh",), "warm": ("warm",), "both": ("fresh", "warm")}
 class LoadSettings:
     """How the load tests run: mode, Locust workers, sweep shape, budgets and the regression gate."""
 
-    mode: str = "smoke"
-    workers: int = 0
-    sweep_levels: tuple[float, ...] = tuple(range(10, 101, 10))
-    sweep_arrival: str = "users"
-    sweep_duration: float = 60.0
-    sweep_warmup: float = 10.0
-    sweep_scenarios: tuple[str, ...] = ("fresh", "warm")
-    sweep_repeats: int = 1
-    budgets_file: Path | None = None
-    baseline: Path | None = None
-    max_regression_pct: float = 10.0
-    allow_remote: bool = False
+    mode: str
+    workers: int
+    sweep_levels: tuple[float, ...]
+    sweep_arrival: str
+    sweep_duration: float
+    sweep_warmup: float
+    sweep_scenarios: tuple[str, ...]
+    sweep_repeats: int
+    budgets_file: Path | None
+    baseline: Path | None
+    max_regression_pct: float
+    allow_remote: bool
     #: Measured seconds of the soak phase (--serving-soak); None: no soak.
-    soak: float | None = None
+    soak: float | None
 
 
 @dataclass(frozen=True)
@@ -208,8 +225,8 @@ class Settings:
     model: str
     model_repo: Path | None
     strict: bool
-    load: LoadSettings = LoadSettings()
-    #: Values of the options named ``serving-<target>-...``, handed to targets as TargetOptions.extra.
+    load: LoadSettings
+    #: Values of the options the target classes declare (``extra_options``), handed to targets as TargetOptions.extra.
     target_extra: dict[str, str] = field(default_factory=dict)
 
     @cached_property
@@ -222,22 +239,30 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config, known_targets: list[str]) -> Settings:
-        values = {option.dest: raw_value(config, option) for option in OPTIONS}
+        values = {option.dest: raw_value(config, option) for option in all_options()}
 
         def path(key: str) -> Path | None:
             return Path(str(values[key])).expanduser() if values[key] else None
 
-        def number(key: str, kind: type) -> int | float | None:
+        def number(
+            key: str, kind: type, minimum: float | None = None, above: float | None = None
+        ) -> int | float | None:
+            """The option's number (None when unset and without a default), refused below ``minimum``
+            or at or below ``above`` with a usage error naming the option."""
             if values[key] in (None, ""):
                 return None
+            flag = f"--{key.replace('_', '-')}"
             try:
-                return kind(values[key])
+                value = kind(values[key])
             except ValueError:
-                raise pytest.UsageError(f"--{key.replace('_', '-')}: not a number: {values[key]!r}") from None
+                raise pytest.UsageError(f"{flag}: not a number: {values[key]!r}") from None
+            if minimum is not None and value < minimum:
+                raise pytest.UsageError(f"{flag}: expected a number >= {minimum:g}, got {values[key]!r}")
+            if above is not None and value <= above:
+                raise pytest.UsageError(f"{flag}: expected a number > {above:g}, got {values[key]!r}")
+            return value
 
-        limit = number("serving_samples_limit", int)
-        if limit is not None and limit <= 0:
-            raise pytest.UsageError("--serving-samples-limit must be positive")
+        limit = number("serving_samples_limit", int, above=0)
         images = parse_assignments(values["serving_image"] or [], "--serving-image")
         urls = parse_assignments(values["serving_url"] or [], "--serving-url")
         for name in [*images, *urls]:
@@ -253,16 +278,11 @@ class Settings:
             urls=urls,
             report_dir=path("serving_report"),
             gpus=parse_gpus(values["serving_gpus"]),
-            startup_timeout=float(number("serving_startup_timeout", float) or 600.0),
-            model=str(values["serving_model"] or "efficientnet_lite0"),
+            startup_timeout=float(number("serving_startup_timeout", float, above=0)),
+            model=str(values["serving_model"]),
             model_repo=path("serving_model_repo"),
             strict=bool(values["serving_strict"]),
-            target_extra={
-                option.dest: str(values[option.dest])
-                for option in OPTIONS
-                if option.name.startswith(tuple(f"serving-{name}-" for name in known_targets))
-                and values[option.dest] is not None
-            },
+            target_extra={dest: str(values[dest]) for dest in target_option_names() if values[dest] is not None},
             load=_load_settings(values, path, number),
         )
 
@@ -275,15 +295,15 @@ def selected_targets(settings: Settings) -> list[str]:
 def _load_settings(
     values: dict[str, object],
     path: Callable[[str], Path | None],
-    number: Callable[[str, type], int | float | None],
+    number: Callable[..., int | float | None],
 ) -> LoadSettings:
-    mode = str(values["serving_load"] or "smoke")
+    mode = str(values["serving_load"])
     if mode not in LOAD_MODES:
         raise pytest.UsageError(f"--serving-load: expected one of {', '.join(LOAD_MODES)}, got {mode!r}")
-    scenario = str(values["serving_sweep_scenario"] or "both")
+    scenario = str(values["serving_sweep_scenario"])
     if scenario not in SCENARIOS:
         raise pytest.UsageError(f"--serving-sweep-scenario: expected fresh, warm or both, got {scenario!r}")
-    arrival = str(values["serving_sweep_arrival"] or "users")
+    arrival = str(values["serving_sweep_arrival"])
     if arrival not in SWEEP_ARRIVALS:
         raise pytest.UsageError(
             f"--serving-sweep-arrival: expected one of {', '.join(SWEEP_ARRIVALS)}, got {arrival!r}"
@@ -297,25 +317,19 @@ def _load_settings(
         ) from None
     if not levels or min(levels) <= 0 or (arrival == "users" and min(levels) < 1):
         raise pytest.UsageError(f"--serving-sweep-levels: need positive {unit}")
-    workers = int(number("serving_load_workers", int) or 0)
-    repeats = int(number("serving_sweep_repeats", int) or 1)
-    if workers < 0 or repeats < 1:
-        raise pytest.UsageError("--serving-load-workers must be >= 0 and --serving-sweep-repeats >= 1")
-    soak = number("serving_soak", float)
-    if soak is not None and soak <= 0:
-        raise pytest.UsageError(f"--serving-soak: expected seconds > 0, got {values['serving_soak']!r}")
     return LoadSettings(
         mode=mode,
-        workers=workers,
+        workers=int(number("serving_load_workers", int, minimum=0)),
         sweep_levels=levels,
         sweep_arrival=arrival,
-        sweep_duration=float(number("serving_sweep_duration", float) or 60.0),
-        sweep_warmup=float(number("serving_sweep_warmup", float) or 0.0),
+        # A zero-length measurement has no requests to take percentiles or a rate of.
+        sweep_duration=float(number("serving_sweep_duration", float, above=0)),
+        sweep_warmup=float(number("serving_sweep_warmup", float, minimum=0)),
         sweep_scenarios=SCENARIOS[scenario],
-        sweep_repeats=repeats,
+        sweep_repeats=int(number("serving_sweep_repeats", int, minimum=1)),
         budgets_file=path("serving_budgets_file"),
         baseline=path("serving_baseline"),
-        max_regression_pct=float(number("serving_max_regression", float) or 10.0),
+        max_regression_pct=float(number("serving_max_regression", float, minimum=0)),
         allow_remote=bool(values["serving_allow_remote_load"]),
-        soak=soak,
+        soak=number("serving_soak", float, above=0),
     )

@@ -64,3 +64,26 @@ class Endpoint:
     @property
     def base_url(self) -> str:
         return self.urls["http"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One plugin option: a command-line flag, a ``PYTEST_SERVING_*`` environment variable and an ini key.
+
+    ``default`` is the option's only default (``settings`` applies it when nothing else is set).
+    Targets declare their own options (``ServingTarget.extra_options``) with this type too.
+    """
+
+    name: str  # command-line name without the leading dashes
+    help: str
+    default: str | None = None
+    flag: bool = False
+    multiple: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "PYTEST_" + self.dest.upper()

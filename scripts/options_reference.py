@@ -4,7 +4,7 @@
     python scripts/options_reference.py          # rewrite docs/options.md
     python scripts/options_reference.py --check  # exit 1 when docs/options.md is out of date
 
-Options come from ``settings.OPTIONS``; ini-only keys from what ``settings.register`` declares;
+Options come from ``settings.all_options()`` (the plugin's table and the target classes' own); ini-only keys from what ``settings.register`` declares;
 environment variables read outside the option table from ``EXTRA_ENVIRONMENT`` below (the unit
 test checks that every ``PYTEST_SERVING_*`` name in the package is documented).
 """
@@ -93,7 +93,7 @@ class _IniRecorder:
         return self
 
     def addoption(self, *names: str, **attributes: object) -> None:
-        """Command-line options are documented from ``settings.OPTIONS`` directly."""
+        """Command-line options are documented from ``settings.all_options()`` directly."""
 
     def addini(self, name: str, help: str, type: str | None = None, default: object = None) -> None:
         self.ini[name] = (help, type)
@@ -103,7 +103,7 @@ def ini_only_keys() -> dict[str, tuple[str, str | None]]:
     """Ini keys that have no command-line option: name -> (help, ini type)."""
     recorder = _IniRecorder()
     settings.register(recorder)
-    option_keys = {option.dest for option in settings.OPTIONS}
+    option_keys = {option.dest for option in settings.all_options()}
     return {name: value for name, value in recorder.ini.items() if name not in option_keys}
 
 
@@ -153,7 +153,7 @@ def render() -> str:
     lines += [
         f"| `--{option.name}` | `{option.env}` | `{option.dest}` | {_kind(option)} | {_default(option)} "
         f"| {_cell(option.help)} |"
-        for option in settings.OPTIONS
+        for option in settings.all_options()
     ]
     lines += [
         "",

@@ -13,7 +13,7 @@ import requests
 from ..images.recipe import OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..protocols.base import Protocol
-from ..types import Endpoint
+from ..types import Endpoint, Option
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard
@@ -57,6 +57,10 @@ class ServingTarget(ABC):
     #: model code runs): server version prefix ("2.51" matches 2.51.x) -> case name -> reason naming
     #: server and version. The suite marks them xfail(strict=True), so a fixed one fails until removed.
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    #: Options of this target alone, named ``serving-<name>-...``: ``settings.register`` adds them to
+    #: the command line, environment and ini like the plugin's own, and their values (or defaults)
+    #: reach the target as ``options.extra[option.dest]``.
+    extra_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         self.options = options

@@ -47,6 +47,7 @@ from ..protocols.torchserve import (
     key_refused,
     workers_ready,
 )
+from ..types import Option
 from .base import Endpoint, ServingTarget, TargetOptions, probe
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ TORCHSERVE_VERSION = "0.12.0"
 #: Relative on purpose: ``docker exec`` runs in the container's working directory, where
 #: torchserve is started and writes the file (/home/model-server in both image families).
 KEY_FILE = "key_file.json"
-AUTH_OPTION = "serving_torchserve_auth"
 INFERENCE_KEY_ENV = "PYTEST_SERVING_TORCHSERVE_INFERENCE_KEY"
 MANAGEMENT_KEY_ENV = "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_KEY"
 MANAGEMENT_URL_ENV = "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL"
@@ -65,6 +65,11 @@ HANDLER = "handler.py"
 MODEL_CONFIG = "model-config.yaml"
 SERVER_CONFIG = "config.properties"
 ARCHIVE_MODE = 0o644
+
+#: ``--serving-torchserve-auth``: whether the plugin sends TorchServe's keys (see the module docstring).
+AUTH_OPTION = Option(
+    "serving-torchserve-auth", "TorchServe token authorization: on (send the server's keys) or off", default="on"
+)
 
 TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
     # "-ort": the handler runs the card's ONNX with onnxruntime (images before model cards had none).
@@ -117,6 +122,7 @@ class TorchServe(ServingTarget):
         server=("ts_inference_latency_microseconds",),
         missing_hint="set metrics_mode=prometheus in TorchServe's config.properties (or TS_METRICS_MODE=prometheus)",
     )
+    extra_options: ClassVar[tuple[Option, ...]] = (AUTH_OPTION,)
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
         "0.12": {
             "oversize-80mib": (
@@ -128,7 +134,7 @@ class TorchServe(ServingTarget):
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         super().__init__(options, image_origin)
-        self.auth = parse_auth(options.extra.get(AUTH_OPTION, "on"))
+        self.auth = parse_auth(options.extra.get(AUTH_OPTION.dest, AUTH_OPTION.default))
         self._keys: TokenKeys | None = None
 
     def build_deployment(self, sources: Path, dest: Path) -> None:

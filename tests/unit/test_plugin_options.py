@@ -66,3 +66,63 @@ def test_fractional_user_counts_and_unknown_arrivals_are_usage_errors(pytester):
     result.stderr.fnmatch_lines(["*--serving-sweep-levels: not a list of user counts*"])
     result = pytester.runpytest("--serving-sweep-arrival=burst")
     result.stderr.fnmatch_lines(["*--serving-sweep-arrival: expected one of users, poisson, constant*"])
+
+
+def test_every_default_comes_from_its_option_entry(pytester):
+    pytester.makepyfile(
+        """
+        from pytest_serving.settings import all_options
+
+        def test_settings(serving_settings):
+            defaults = {option.dest: option.default for option in all_options()}
+            load = serving_settings.load
+            assert load.max_regression_pct == float(defaults["serving_max_regression"])
+            assert load.sweep_duration == float(defaults["serving_sweep_duration"])
+            assert load.sweep_warmup == float(defaults["serving_sweep_warmup"])
+            assert load.sweep_repeats == int(defaults["serving_sweep_repeats"])
+            assert load.workers == int(defaults["serving_load_workers"])
+            assert load.mode == defaults["serving_load"]
+            assert serving_settings.startup_timeout == float(defaults["serving_startup_timeout"])
+            assert serving_settings.model_name == defaults["serving_model"]
+            assert serving_settings.target_extra == {"serving_torchserve_auth": defaults["serving_torchserve_auth"]}
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_zero_regression_tolerance_is_taken_as_zero(pytester, monkeypatch):
+    pytester.makepyfile(
+        """
+        def test_settings(serving_settings):
+            assert serving_settings.load.max_regression_pct == 0.0
+            assert serving_settings.load.sweep_warmup == 0.0
+        """
+    )
+    pytester.runpytest("--serving-max-regression=0", "--serving-sweep-warmup=0").assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\nserving_max_regression = 0\n")
+    pytester.runpytest("--serving-sweep-warmup=0").assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\n")
+    monkeypatch.setenv("PYTEST_SERVING_MAX_REGRESSION", "0")
+    pytester.runpytest("--serving-sweep-warmup=0").assert_outcomes(passed=1)
+
+
+def test_a_zero_sweep_duration_is_a_usage_error_naming_the_option(pytester):
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--serving-sweep-duration=0")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--serving-sweep-duration: expected a number > 0, got '0'*"])
+    result = pytester.runpytest("--serving-max-regression=-1")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--serving-max-regression: expected a number >= 0, got '-1'*"])
+
+
+def test_a_target_declares_its_own_options_on_its_class(pytester):
+    pytester.makepyfile(
+        """
+        def test_settings(serving_settings):
+            assert serving_settings.target_extra == {"serving_torchserve_auth": "off"}
+        """
+    )
+    pytester.runpytest("--serving-torchserve-auth=off").assert_outcomes(passed=1)
+    help_text = pytester.runpytest("--help").stdout.str()
+    assert "--serving-torchserve-auth" in help_text and "PYTEST_SERVING_TORCHSERVE_AUTH" in help_text

@@ -48,3 +48,24 @@ def test_gpus(value, expected):
 def test_bad_gpus_value_is_a_usage_error():
     with pytest.raises(pytest.UsageError):
         parse_gpus("many")
+
+
+def test_options_a_new_target_class_declares_are_collected_without_editing_settings(monkeypatch):
+    from pytest_serving import settings
+    from pytest_serving.targets.torchserve import TorchServe
+    from pytest_serving.types import Option
+
+    demo = Option("serving-demo-flavour", "demo's flavour", default="plain")
+    monkeypatch.setattr(TorchServe, "extra_options", (*TorchServe.extra_options, demo))
+    assert demo in settings.all_options()
+    assert "serving_demo_flavour" in settings.target_option_names()
+
+
+def test_a_target_option_may_not_redefine_a_plugin_option(monkeypatch):
+    from pytest_serving import settings
+    from pytest_serving.targets.torchserve import TorchServe
+    from pytest_serving.types import Option
+
+    monkeypatch.setattr(TorchServe, "extra_options", (Option("serving-load", "clash", default="x"),))
+    with pytest.raises(ValueError, match="TorchServe declares option --serving-load"):
+        settings.all_options()
