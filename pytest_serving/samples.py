@@ -113,11 +113,17 @@ def read_csv(path: Path, labels: Sequence[str] | None, classes_file: Path | None
     if labels is not None:
         index = {label: position for position, label in enumerate(labels)}
     else:
-        index = {wnid: number for wnid, (number, _) in load_classes(classes_file or path.parent / "classes.tsv").items()}
+        index = {
+            wnid: number for wnid, (number, _) in load_classes(classes_file or path.parent / "classes.tsv").items()
+        }
     found: list[tuple[str, int, Path]] = []
     with path.open(newline="") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or row[0].startswith("#") or (line_number == 1 and [c.strip() for c in row] == ["path", "label"]):
+            if (
+                not row
+                or row[0].startswith("#")
+                or (line_number == 1 and [c.strip() for c in row] == ["path", "label"])
+            ):
                 continue
             if len(row) != 2:
                 raise SampleError(f"{path}:{line_number}: expected 'path,label', got {row!r}")

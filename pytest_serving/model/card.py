@@ -96,7 +96,11 @@ class ModelCard:
         return {
             "name": self.name,
             "input": vars(self.input).copy(),
-            "preprocess": {**vars(self.preprocess), "mean": list(self.preprocess.mean), "std": list(self.preprocess.std)},
+            "preprocess": {
+                **vars(self.preprocess),
+                "mean": list(self.preprocess.mean),
+                "std": list(self.preprocess.std),
+            },
             "output": vars(self.output).copy(),
             "labels": list(self.labels) if self.labels else None,
             "num_classes": self.num_classes,
@@ -175,7 +179,9 @@ class _Validator:
                 )
         name = str(self.get("", "name", str, "a model name"))
         if not NAME.match(name):
-            raise self.fail("name", name, "letters, digits, '_', '.', '-' (at most 64), starting with a letter or digit")
+            raise self.fail(
+                "name", name, "letters, digits, '_', '.', '-' (at most 64), starting with a letter or digit"
+            )
         input_spec = InputSpec(
             name=str(self.get("input", "name", str, "the ONNX input's name")),
             layout=self.choice("input", "layout", LAYOUTS),
@@ -267,7 +273,9 @@ class _Validator:
             raise self.fail("labels", value, f"one distinct label per line (duplicates: {', '.join(duplicates)})")
         return labels
 
-    def check_onnx(self, artifact: Path, input_spec: InputSpec, output: OutputSpec, labels: tuple[str, ...] | None) -> int:
+    def check_onnx(
+        self, artifact: Path, input_spec: InputSpec, output: OutputSpec, labels: tuple[str, ...] | None
+    ) -> int:
         """The ONNX graph against the card: names, rank, layout, size, dtype and the output's width."""
         import onnx
 
@@ -287,8 +295,12 @@ class _Validator:
         if len(dims) != 4:
             raise self.fail("input.name", input_spec.name, f"a 4-d image input; the model's has shape {_shape(dims)}")
         if tensor.elem_type != DTYPES[input_spec.dtype]:
-            actual = next((name for name, code in DTYPES.items() if code == tensor.elem_type), f"type {tensor.elem_type}")
-            raise self.fail("input.dtype", input_spec.dtype, f"{actual}, the type of the model's input {input_spec.name}")
+            actual = next(
+                (name for name, code in DTYPES.items() if code == tensor.elem_type), f"type {tensor.elem_type}"
+            )
+            raise self.fail(
+                "input.dtype", input_spec.dtype, f"{actual}, the type of the model's input {input_spec.name}"
+            )
         layout = _layout(dims)
         if layout and layout != input_spec.layout:
             raise self.fail(
@@ -307,7 +319,8 @@ class _Validator:
         if isinstance(width, int) and width != expected:
             what = f"{IMAGENET!r} ({IMAGENET_CLASSES} classes)" if labels is None else f"{len(labels)} labels"
             raise self.fail(
-                "labels", IMAGENET if labels is None else f"{len(labels)} labels",
+                "labels",
+                IMAGENET if labels is None else f"{len(labels)} labels",
                 f"as many labels as output {output.name} has columns ({width}); the card gives {what}",
             )
         return expected

@@ -13,8 +13,8 @@ gRPC: ``tensorflow.serving.PredictionService/Predict`` from ``tensorflow-serving
 
 from __future__ import annotations
 
-import base64
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..model.preprocess import DEFAULT_SPEC, preprocess, probabilities, softmax, top_k
 from ..model.registry import INPUT_NAME, OUTPUT_NAME
-from .base import HttpRequest, Prediction, Protocol, ProtocolError
+from .base import HttpRequest, JsonMistake, Prediction, Protocol, ProtocolError, base64_text
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
@@ -49,9 +49,15 @@ class V1Protocol(Protocol):
         super().__init__(model_name, version)
         self.spec = spec
 
+    json_inputs_key = "instances"
+
     @property
     def predict_path(self) -> str:
         return self.model_path("v1") + ":predict"
+
+    @property
+    def infer_path(self) -> str:
+        return self.predict_path
 
     @abstractmethod
     def instance_json(self, image: bytes) -> str:
@@ -88,9 +94,43 @@ class V1ImageProtocol(V1Protocol):
 
     #: The robustness suite's family of TF Serving REST requests that carry the image file.
     name = "tfserving-rest"
+    carries_image = True
 
     def instance_json(self, image: bytes) -> str:
-        return json.dumps({"b64": base64.b64encode(image).decode("ascii")})
+        return json.dumps({"b64": base64_text(image)})
+
+    def json_body(self, image: bytes) -> dict:
+        return {"instances": [{"b64": base64_text(image)}]}
+
+    def json_mistakes(self) -> Mapping[str, JsonMistake]:
+        return {
+            "json-missing-inputs": lambda image: {"signature_name": "serving_default"},
+            "json-missing-tensor-fields": lambda image: {"instances": [{"image": base64_text(image)}]},
+            "json-wrong-shape": lambda image: {"instances": [np.zeros((3, 7, 7)).tolist()]},
+            "json-wrong-datatype": lambda image: {"instances": [{"b64": 12345}]},
+            "json-nan-inf": lambda image: {"instances": [_non_finite_tensor(image).tolist()]},
+            "json-count-mismatch": lambda image: {"instances": [_ragged_tensor(image)]},
+            "tfserving-b64-invalid": lambda image: {"instances": [{"b64": "not base64 at all!"}]},
+        }
+
+
+def _sample_tensor(image: bytes) -> np.ndarray:
+    """The image's model input, rounded to 4 decimals so its JSON stays about 1 MB."""
+    return preprocess(image).astype(np.float64).round(4)
+
+
+def _non_finite_tensor(image: bytes) -> np.ndarray:
+    """The image's model input with a NaN, +Inf and -Inf patch in the corner of each channel."""
+    tensor = _sample_tensor(image)
+    tensor[:, :16, :16] = np.array([math.nan, math.inf, -math.inf])[:, None, None]
+    return tensor
+
+
+def _ragged_tensor(image: bytes) -> list:
+    """The image's model input as nested lists, with the very last row one value short."""
+    rows = _sample_tensor(image).tolist()
+    rows[-1][-1].pop()
+    return rows
 
 
 def float32_json(array: np.ndarray) -> str:

@@ -21,11 +21,15 @@ INVALID_KEY = "InvalidKeyException"
 class TorchServeProtocol(Protocol):
     """Image-in/top-5-out over TorchServe's inference API."""
 
-    name = "torchserve"
+    #: TorchServe's inference API, which Multi Model Server shares.
+    name = "torchserve-rest"
+    carries_image = True
+    binary_body = True
 
     @property
     def infer_path(self) -> str:
-        return f"/predictions/{self.model_name}"
+        """``/predictions/{model}[/{version}]``."""
+        return f"/predictions/{self.model_name}" + (f"/{self.version}" if self.version else "")
 
     def encode(self, image: bytes) -> HttpRequest:
         # octet-stream, not image/jpeg: the handler decodes whatever Pillow reads.

@@ -290,8 +290,11 @@ def _correctness_section(results: Mapping[str, Any]) -> str:
 
 def _per_class_table(results: Mapping[str, Any]) -> str:
     """Top-1 per class and target, beside the in-process model's: where a deployment is worse."""
-    targets = {name: data["correctness"].get("per_class", {}) for name, data in target_results(results).items()
-               if data.get("correctness")}
+    targets = {
+        name: data["correctness"].get("per_class", {})
+        for name, data in target_results(results).items()
+        if data.get("correctness")
+    }
     labels = sorted({label for per_class in targets.values() for label in per_class})
     if not labels:
         return ""

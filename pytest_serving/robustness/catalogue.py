@@ -7,13 +7,17 @@ which layer of the server should notice the problem (``rejected_by``):
 * ``protocol``: the server's own request parsing, validation or routing, before any handler runs;
 * ``http``: limits of the HTTP front end (body size, content type), before the request is parsed.
 
-Image-level cases go through the target protocol's normal encoder; protocol-level cases build
-the whole request themselves.
+Image-level cases go through the target protocol's normal encoder; protocol-level cases ask the
+protocol for the whole request (``Protocol.for_model``, ``json_request``, ``json_mistakes``,
+``framing_mistakes``), so a case applies to every protocol that has its mistake and the
+catalogue never switches on a protocol's name. Every case needs a protocol whose requests carry
+the image file itself (``Protocol.carries_image``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import re
@@ -21,17 +25,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from PIL import Image
 
-from ..model.preprocess import MAX_ASPECT_RATIO, MAX_PIXELS, decode, preprocess
+from ..model.preprocess import MAX_ASPECT_RATIO, MAX_PIXELS, decode
 from ..protocols.base import HttpRequest, Protocol
-from ..protocols.v2 import serialize_bytes_tensor
-from . import images, wire
-from .wire import BINARY_FAMILIES, FAMILIES, TFSERVING_REST, V2, RequestBuilder
+from . import images
 
 Expect = Literal["reject", "classify", "survive"]
 Layer = Literal["decoder", "protocol", "http"]
+#: Whether a case applies to a protocol, asked of the protocol's own facts.
+Applies = Callable[[Protocol], bool]
+#: Builds a protocol-level case's request: (protocol, valid image) -> request.
+Builder = Callable[[Protocol, bytes], HttpRequest]
 
 MiB = 1 << 20
 DEFAULT_OVERSIZE_BYTES = 80 * MiB
@@ -64,14 +69,16 @@ class Case:
     name: str
     description: str
     expect: Expect
-    families: frozenset[str]
     rejected_by: Layer | None = None
     statuses: frozenset[int] = frozenset()
     #: Produces the image bytes on demand, so the 80 MiB case is never held in the catalogue.
     image: Callable[[], bytes] | None = None
     #: Replaces the Content-Type header the protocol's encoder sets.
     content_type: str | None = None
-    build: RequestBuilder | None = None
+    build: Builder | None = None
+    #: Beyond carrying the image: what the protocol must have for this case (a binary body, a JSON
+    #: mistake, a binary framing); default: nothing more.
+    applies: Applies | None = None
     #: The decoded pixels equal the sample's up to re-encoding noise: the top-1 must be the sample's.
     same_label_as_sample: bool = False
 
@@ -81,8 +88,6 @@ class Case:
             problems.append("name must be lower-case words joined by '-'")
         if (self.image is None) == (self.build is None):
             problems.append("exactly one of image and build must be set")
-        if not self.families or not self.families <= FAMILIES:
-            problems.append(f"families must be a non-empty subset of {sorted(FAMILIES)}")
         if self.expect == "classify" and (self.statuses or self.rejected_by):
             problems.append("classify cases have no rejection statuses or layer")
         if self.expect != "classify" and not (self.statuses and self.statuses <= REJECT_STATUSES and self.rejected_by):
@@ -100,16 +105,20 @@ class Case:
             raise TypeError(f"case {self.name!r} is protocol-level: it builds whole requests")
         return self.image()
 
+    def applies_to(self, protocol: Protocol) -> bool:
+        """Whether this case can be sent through ``protocol``: it carries the image, and has what the case needs."""
+        return protocol.carries_image and (self.applies is None or self.applies(protocol))
+
     def request(self, protocol: Protocol, valid_image: bytes) -> HttpRequest:
-        """The request to send to a server that ``protocol`` talks to; its ``name`` is the family."""
-        if protocol.name not in self.families:
-            raise ValueError(f"case {self.name!r} does not apply to the {protocol.name!r} protocol family")
+        """The request to send to a server that ``protocol`` talks to."""
+        if not self.applies_to(protocol):
+            raise ValueError(f"case {self.name!r} does not apply to the {protocol.name!r} protocol")
         if self.build is not None:
-            return self.build(protocol.name, protocol.model_name, valid_image)
+            return self.build(protocol, valid_image)
         request = protocol.encode(self.image_bytes())
         if self.content_type is None:
             return request
-        return wire.with_header(request, "Content-Type", self.content_type)
+        return request.with_header("Content-Type", self.content_type)
 
     def accepts(self, status: int) -> bool:
         """Whether an HTTP status is a correct answer; a 2xx must still carry the right prediction."""
@@ -144,7 +153,7 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
         return images.flip_bits(jpeg, list(chosen), generator)
 
     def case(name: str, description: str, expect: Expect, data: bytes, **fields: object) -> Case:
-        return Case(name, description, expect, FAMILIES, image=functools.partial(bytes, data), **fields)
+        return Case(name, description, expect, image=functools.partial(bytes, data), **fields)
 
     def reject(name: str, description: str, data: bytes, statuses: frozenset[int] = INVALID) -> Case:
         return case(name, description, "reject", data, rejected_by="decoder", statuses=statuses)
@@ -251,7 +260,6 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
             f"A complete, valid {PIXEL_FLOOD_SIDE}x{PIXEL_FLOOD_SIDE} PNG of a few hundred KiB: "
             f"{PIXEL_FLOOD_SIDE**2 / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx limit.",
             "reject",
-            FAMILIES,
             rejected_by="decoder",
             statuses=TOO_LARGE,
             image=functools.partial(images.blank_png, PIXEL_FLOOD_SIDE),
@@ -261,7 +269,6 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
             f"A valid JPEG padded with comment segments to {oversize_mib} MiB, beyond any sane upload limit: "
             "the HTTP layer should refuse it (413), else the decoder's file-size limit does (400).",
             "reject",
-            FAMILIES,
             rejected_by="decoder",
             statuses=BODY_TOO_LARGE,
             image=functools.partial(images.padded_jpeg, jpeg, oversize_bytes),
@@ -271,11 +278,11 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
                 f"content-type-{label}",
                 f"The valid JPEG sent as {content_type}; sniffing the bytes and classifying is fine too.",
                 "survive",
-                BINARY_FAMILIES,
                 rejected_by="http",
                 statuses=UNSUPPORTED,
                 image=functools.partial(bytes, jpeg),
                 content_type=content_type,
+                applies=_binary_body,
             )
             for label, content_type in (("text-plain", "text/plain"), ("json", "application/json"))
         ),
@@ -283,178 +290,114 @@ def _image_cases(jpeg: bytes, sample: Image.Image, seed: int, oversize_bytes: in
 
 
 def _protocol_cases() -> list[Case]:
-    def case(
-        name: str, description: str, families: frozenset[str], statuses: frozenset[int], build: RequestBuilder
-    ) -> Case:
-        return Case(name, description, "reject", families, rejected_by="protocol", statuses=statuses, build=build)
+    """Requests the protocol builds for this catalogue: each case applies to the protocols that have its mistake."""
 
-    def json_case(
-        name: str, description: str, bodies: dict[str, wire.JsonBody], statuses: frozenset[int] = INVALID
-    ) -> Case:
-        return case(name, description, frozenset(bodies), statuses, wire.json_case(bodies))
+    def case(name: str, description: str, statuses: frozenset[int], applies: Applies | None, build: Builder) -> Case:
+        return Case(
+            name, description, "reject", rejected_by="protocol", statuses=statuses, applies=applies, build=build
+        )
 
-    def v2_binary_case(name: str, description: str, tamper: Callable[[HttpRequest], HttpRequest]) -> Case:
-        """A case that falsifies one part of the valid V2 binary request for the sample."""
+    def json_case(name: str, description: str, statuses: frozenset[int] = INVALID) -> Case:
+        """A malformed JSON body the protocol makes (``Protocol.json_mistakes``), sent as JSON."""
         return case(
             name,
             description,
-            frozenset({V2}),
-            INVALID,
-            lambda _, model, image: tamper(wire.image_request(V2, model, image)),
+            statuses,
+            lambda protocol: name in protocol.json_mistakes(),
+            lambda protocol, image: protocol.json_request(protocol.json_mistakes()[name](image)),
         )
+
+    def framing_case(name: str, description: str) -> Case:
+        """A request whose binary framing lies, as the protocol falsifies it (``Protocol.framing_mistakes``)."""
+        return case(
+            name,
+            description,
+            INVALID,
+            lambda protocol: name in protocol.framing_mistakes(),
+            lambda protocol, image: protocol.framing_mistakes()[name](image),
+        )
+
+    def json_protocol(protocol: Protocol) -> bool:
+        return protocol.json_inputs_key is not None
 
     nested = b"[" * JSON_NESTING_DEPTH + b"]" * JSON_NESTING_DEPTH
     return [
-        json_case(
+        case(
             "json-malformed",
             "A valid JSON request cut in half.",
-            {
-                V2: lambda image: _half(wire.v2_json_body(image)),
-                TFSERVING_REST: lambda image: _half(wire.tfserving_body(image)),
-            },
+            INVALID,
+            json_protocol,
+            lambda protocol, image: protocol.json_request(_half(protocol.json_body(image))),
         ),
         json_case(
-            "json-missing-inputs",
-            "A JSON object without the inputs: no 'inputs' (V2) or 'instances' (TF Serving).",
-            {
-                V2: lambda image: {"outputs": wire.V2_OUTPUTS},
-                TFSERVING_REST: lambda image: {"signature_name": "serving_default"},
-            },
+            "json-missing-inputs", "A JSON object without the inputs: no 'inputs' (V2) or 'instances' (TF Serving)."
         ),
         json_case(
             "json-missing-tensor-fields",
             "The input lacks its metadata: V2 input without shape and datatype; TF Serving instance without 'b64'.",
-            {
-                V2: lambda image: {"inputs": [{"name": wire.INPUT_NAME, "data": [wire.base64_text(image)]}]},
-                TFSERVING_REST: lambda image: {"instances": [{"image": wire.base64_text(image)}]},
-            },
         ),
+        json_case("json-unknown-input-name", "A V2 input named INPUT__0, which the model does not have."),
         json_case(
-            "json-unknown-input-name",
-            "A V2 input named INPUT__0, which the model does not have.",
-            {V2: lambda image: wire.v2_json_body(image, name="INPUT__0")},
-        ),
-        json_case(
-            "json-wrong-shape",
-            "Wrong tensor shape: V2 shape [1] instead of [1, 1]; TF Serving a 3x7x7 float image.",
-            {
-                V2: lambda image: wire.v2_json_body(image, shape=[1]),
-                TFSERVING_REST: lambda image: {"instances": [np.zeros((3, 7, 7)).tolist()]},
-            },
+            "json-wrong-shape", "Wrong tensor shape: V2 shape [1] instead of [1, 1]; TF Serving a 3x7x7 float image."
         ),
         json_case(
             "json-wrong-datatype",
             "Wrong datatype: V2 FP32 numbers for the BYTES input; TF Serving a number where base64 text belongs.",
-            {
-                V2: lambda image: wire.v2_json_body(image, datatype="FP32", data=[0.5]),
-                TFSERVING_REST: lambda image: {"instances": [{"b64": 12345}]},
-            },
         ),
         json_case(
             "json-nan-inf",
             "NaN and Infinity tokens: in the V2 shape; in a 3x224x224 TF Serving float tensor of the sample.",
-            {
-                V2: lambda image: wire.v2_json_body(image, shape=[math.nan, math.inf]),
-                TFSERVING_REST: lambda image: {"instances": [_non_finite_tensor(image).tolist()]},
-            },
         ),
         json_case(
             "json-count-mismatch",
             "Element count disagrees with the shape: V2 shape [2, 1] with one element; a ragged TF Serving tensor.",
-            {
-                V2: lambda image: wire.v2_json_body(image, shape=[2, 1]),
-                TFSERVING_REST: lambda image: {"instances": [_ragged_tensor(image)]},
-            },
         ),
-        json_case(
+        case(
             "json-deep-nesting",
             f"Inputs nested {JSON_NESTING_DEPTH} arrays deep (200 KB): a recursive JSON parser overflows its stack.",
-            {
-                V2: lambda image: b'{"inputs": ' + nested + b"}",
-                TFSERVING_REST: lambda image: b'{"instances": ' + nested + b"}",
-            },
             TOO_LARGE,
+            json_protocol,
+            lambda protocol, image: protocol.json_request(
+                b'{"' + str(protocol.json_inputs_key).encode() + b'": ' + nested + b"}"
+            ),
         ),
-        json_case(
-            "tfserving-b64-invalid",
-            "A 'b64' instance that is not base64.",
-            {TFSERVING_REST: lambda image: {"instances": [{"b64": "not base64 at all!"}]}},
-        ),
+        json_case("tfserving-b64-invalid", "A 'b64' instance that is not base64."),
         case(
             "unknown-model",
             "A valid request for a model the server does not serve.",
-            FAMILIES,
             NOT_FOUND,
-            lambda family, model, image: wire.image_request(family, f"{model}-does-not-exist", image),
+            None,
+            lambda protocol, image: protocol.for_model(f"{protocol.model_name}-does-not-exist").encode(image),
         ),
         case(
             "unknown-version",
             f"A valid request for version {UNKNOWN_VERSION_NAME} of the served model.",
-            FAMILIES,
             UNKNOWN_VERSION,
-            lambda family, model, image: wire.image_request(family, model, image, version=UNKNOWN_VERSION_NAME),
+            None,
+            lambda protocol, image: protocol.for_model(version=UNKNOWN_VERSION_NAME).encode(image),
         ),
-        v2_binary_case(
-            "v2-header-length-beyond-body",
-            "Inference-Header-Content-Length larger than the whole body.",
-            lambda request: wire.with_header(request, wire.V2_HEADER_LENGTH, str(len(request.body) + 1000)),
-        ),
-        v2_binary_case(
-            "v2-header-length-not-a-number",
-            "Inference-Header-Content-Length is not a number.",
-            lambda request: wire.with_header(request, wire.V2_HEADER_LENGTH, "sixty"),
-        ),
-        v2_binary_case(
+        framing_case("v2-header-length-beyond-body", "Inference-Header-Content-Length larger than the whole body."),
+        framing_case("v2-header-length-not-a-number", "Inference-Header-Content-Length is not a number."),
+        framing_case(
             "v2-header-not-json",
             "The binary request's JSON header replaced by 200 bytes of garbage, its length declared correctly.",
-            lambda request: wire.v2_replace_header(request, b"\x00not json\xff" * 20),
         ),
-        case(
-            "v2-binary-size-beyond-body",
-            "binary_data_size claims 1 MB more than the body holds.",
-            frozenset({V2}),
-            INVALID,
-            _v2_binary_size_beyond_body,
-        ),
-        case(
+        framing_case("v2-binary-size-beyond-body", "binary_data_size claims 1 MB more than the body holds."),
+        framing_case(
             "v2-element-length-beyond-tensor",
             "The BYTES element's 4-byte length prefix claims 4 GB inside a tensor of the image's size.",
-            frozenset({V2}),
-            INVALID,
-            lambda _, model, image: wire.v2_binary_request(
-                wire.infer_path(V2, model), wire.v2_element_claiming(0xFFFF_FFF0, image)
-            ),
         ),
     ]
 
 
-def _v2_binary_size_beyond_body(family: str, model_name: str, image: bytes) -> HttpRequest:
-    tensor = serialize_bytes_tensor([image])
-    return wire.v2_binary_request(wire.infer_path(family, model_name), tensor, binary_data_size=len(tensor) + 1_000_000)
+def _binary_body(protocol: Protocol) -> bool:
+    """The body is the image's bytes (or a binary tensor of them), so a Content-Type can misdescribe it."""
+    return protocol.binary_body
 
 
-def _half(body: dict) -> bytes:
-    data = wire.json_request("/", body).body
+def _half(body: dict | None) -> bytes:
+    data = json.dumps(body).encode()
     return data[: len(data) // 2]
-
-
-def _sample_tensor(image: bytes) -> np.ndarray:
-    """The sample's model input, rounded to 4 decimals so its JSON stays about 1 MB."""
-    return preprocess(image).astype(np.float64).round(4)
-
-
-def _non_finite_tensor(image: bytes) -> np.ndarray:
-    """The sample's model input with a NaN, +Inf and -Inf patch in the corner of each channel."""
-    tensor = _sample_tensor(image)
-    tensor[:, :16, :16] = np.array([math.nan, math.inf, -math.inf])[:, None, None]
-    return tensor
-
-
-def _ragged_tensor(image: bytes) -> list:
-    """The sample's model input as nested lists, with the very last row one value short."""
-    rows = _sample_tensor(image).tolist()
-    rows[-1][-1].pop()
-    return rows
 
 
 _HTML_PAGE = (

@@ -27,7 +27,7 @@ from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import InvalidImage
 from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol, ProtocolError
 from pytest_serving.protocols.client import ClassifierClient
-from pytest_serving.robustness import FAMILIES, Case, catalogue
+from pytest_serving.robustness import Case, catalogue
 from pytest_serving.robustness.outcome import (
     POISON_EVERY,
     Aftermath,
@@ -62,15 +62,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def applicable_case_names(config: pytest.Config) -> list[str]:
-    """Names of the cases for the selected targets' protocol families.
+    """Names of the cases that apply to the selected targets' protocols.
 
     Names do not depend on the image, so a catalogue of a tiny generated JPEG gives them at
     collection; the real cases are built from a sample at run time.
     """
     settings = state(config).settings
     options = target_options(settings)
-    families = {TARGETS[name](options).protocol().name for name in selected_targets(settings)}
-    return [case.name for case in catalogue(_tiny_jpeg(), CATALOGUE_SEED) if case.families & families]
+    protocols = [TARGETS[name](options).protocol() for name in selected_targets(settings)]
+    cases = catalogue(_tiny_jpeg(), CATALOGUE_SEED)
+    return [case.name for case in cases if any(case.applies_to(protocol) for protocol in protocols)]
 
 
 def _tiny_jpeg() -> bytes:
@@ -208,8 +209,8 @@ def test_case(
 ):
     case = robustness_cases[robustness_case_name]
     protocol = serving_endpoint.protocol
-    if protocol.name not in case.families:
-        pytest.skip(f"{case.name} applies to {sorted(case.families)}, not to the {protocol.name} protocol")
+    if not case.applies_to(protocol):
+        pytest.skip(f"{case.name} does not apply to the {protocol.name} protocol: its requests have no such part")
     deviations = serving_target.known_deviations
     deviation = known_deviation(deviations, serving_endpoint.server_version, case.name)
     if deviation:
@@ -261,7 +262,7 @@ def test_poisoned_load(
     robustness_cases, robustness_watch, serving_deployment, serving_samples, serving_reference, serving_results
 ):
     endpoint = serving_deployment.endpoint
-    if endpoint.protocol.name not in FAMILIES:
+    if not endpoint.protocol.carries_image:
         pytest.skip(f"the {endpoint.protocol.name} protocol sends no image bytes to the server")
     poisons = [case for case in robustness_cases.values() if case.expect == "reject" and case.rejected_by == "decoder"]
     plan = poisoned_plan(serving_samples, poisons)

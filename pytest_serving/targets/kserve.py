@@ -6,12 +6,8 @@ same deployment. The served ``kserve.Model`` is ``model_repo/kserve/kserve_model
 generic class for every card; it decodes images with ``serving_preprocess.py`` and runs
 ``<model>/model.onnx`` as ``<model>/serving_card.json`` says, all written by ``build_deployment``.
 
-KServe 0.21 reads V2's binary-data extension (``Inference-Header-Content-Length``), but its
-REST decoder converts every binary BYTES tensor to UTF-8 text before the model runs, so an
-image file sent as Triton's clients send it (``protocols.v2.V2Protocol``) gets a 500
-"Failed to encode ... using UTF-8". The closest faithful request is the same binary
-extension with the file as a UINT8 tensor, which KServe passes on byte for byte:
-``KServeV2Protocol``.
+KServe 0.21 turns V2's binary BYTES tensors into UTF-8 text before the model runs, so the V2
+target sends the image file as a UINT8 tensor: ``protocols.kserve_v2.KServeV2Protocol``.
 
 KServe publishes no image for custom Python models (each user builds one), so the
 "official" image is this recipe's tag: build it with ``pytest-serving build-images kserve``.
@@ -29,9 +25,9 @@ import requests
 from ..images.recipe import OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
-from ..protocols.base import HttpRequest, Protocol
+from ..protocols.base import Protocol
+from ..protocols.kserve_v2 import KServeV2Protocol
 from ..protocols.tfserving import V1ImageProtocol
-from ..protocols.v2 import CLASSES_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT, V2Protocol, binary_request
 from .base import Endpoint, ServingTarget, probe
 
 KSERVE_VERSION = "0.21.0"
@@ -47,18 +43,6 @@ RUN python3 -c 'import kserve, onnxruntime, PIL'
 WORKDIR /models
 """,
 )
-
-
-class KServeV2Protocol(V2Protocol):
-    """V2 with the binary-data extension, the image file as IMAGE UINT8 [1, n] (see the module docstring).
-
-    Its ``name`` is the V2 family's: the answers (CLASSES, PROBABILITIES) and every path are V2's.
-    """
-
-    def encode(self, image: bytes) -> HttpRequest:
-        image_input = {"name": INPUT_NAME, "shape": [1, len(image)], "datatype": "UINT8"}
-        image_input["parameters"] = {"binary_data_size": len(image)}
-        return binary_request(self.infer_path, [image_input], [CLASSES_OUTPUT, PROBABILITIES_OUTPUT], image)
 
 
 class KServeTarget(ServingTarget):

@@ -20,11 +20,12 @@ from pytest_serving.model.card import load_card
 from pytest_serving.model.reference import ReferenceClassifier
 from pytest_serving.protocols.base import HttpRequest, Protocol
 from pytest_serving.protocols.client import ClassifierClient
+from pytest_serving.protocols.kserve_v2 import KServeV2Protocol
 from pytest_serving.protocols.tfserving import V1ImageProtocol, V1TensorProtocol
 from pytest_serving.protocols.v2 import V2Protocol
 from pytest_serving.settings import Settings
 from pytest_serving.targets import TARGETS
-from pytest_serving.targets.kserve import KSERVE_VERSION, KServeV2Protocol
+from pytest_serving.targets.kserve import KSERVE_VERSION
 
 MODEL = "efficientnet_lite0"
 UNDECODABLE = b"\xff\xd8 this is not a JPEG"

@@ -12,15 +12,28 @@ from PIL import Image
 
 from pytest_serving.model import preprocess as preprocess_module
 from pytest_serving.model.preprocess import MAX_PIXELS, InvalidImage, decode, preprocess
-from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol
-from pytest_serving.protocols.v2 import V2Protocol
-from pytest_serving.robustness import FAMILIES, Case, catalogue, wire
+from pytest_serving.protocols.base import HttpRequest, Protocol
+from pytest_serving.protocols.kserve_v2 import KServeV2Protocol
+from pytest_serving.protocols.tfserving import V1ImageProtocol, V1TensorProtocol
+from pytest_serving.protocols.torchserve import TorchServeProtocol
+from pytest_serving.protocols.v2 import HEADER_LENGTH, V2Protocol, V2TensorProtocol
+from pytest_serving.robustness import Case, catalogue
 from pytest_serving.robustness.catalogue import PIXEL_FLOOD_SIDE, MiB
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "efficientnet_lite0"
 SMALL_OVERSIZE = 2 * MiB
-API_PREFIX = {wire.V2: "/v2/models/", wire.TORCHSERVE: "/predictions/", wire.TFSERVING_REST: "/v1/models/"}
+#: The protocols whose requests carry the image file, by a key for test ids, with their API's path prefix.
+PROTOCOLS: dict[str, Protocol] = {
+    "v2": V2Protocol(MODEL),
+    "kserve-v2": KServeV2Protocol(MODEL),
+    "torchserve-rest": TorchServeProtocol(MODEL),
+    "tfserving-rest": V1ImageProtocol(MODEL),
+}
+API_PREFIX = {"v2": "/v2/models/", "kserve-v2": "/v2/models/", "torchserve-rest": "/predictions/"}
+API_PREFIX["tfserving-rest"] = "/v1/models/"
+#: Protocols that send a tensor the client made: no case applies.
+TENSOR_PROTOCOLS = [V2TensorProtocol(MODEL), V1TensorProtocol(MODEL)]
 
 
 def chelsea_jpeg() -> bytes:
@@ -35,25 +48,9 @@ IMAGE_CASES = [case for case in CASES if case.image is not None]
 PROTOCOL_CASES = [case for case in CASES if case.build is not None]
 
 
-class HandBuiltProtocol(Protocol):
-    """Encodes like the family's real client, from the catalogue's own request builders.
-
-    Stands in for the TorchServe and TF Serving encoders in these pure-logic tests; V2 uses the real one.
-    """
-
-    def __init__(self, family: str, model_name: str) -> None:
-        super().__init__(model_name)
-        self.name = family
-
-    def encode(self, image: bytes) -> HttpRequest:
-        return wire.image_request(self.name, self.model_name, image)
-
-    def decode(self, status: int, body: bytes) -> Prediction:
-        raise NotImplementedError("requests only")
-
-
-def protocol_for(family: str) -> Protocol:
-    return V2Protocol(MODEL) if family == wire.V2 else HandBuiltProtocol(family, MODEL)
+def applying(case: Case) -> list[str]:
+    """Keys of the PROTOCOLS ``case`` applies to."""
+    return [key for key, protocol in PROTOCOLS.items() if case.applies_to(protocol)]
 
 
 def named(name: str, cases: list[Case] = CASES) -> Case:
@@ -81,18 +78,18 @@ def test_catalogue_has_many_kinds_with_unique_test_id_names():
     assert len(case_names) >= 25
     assert len(set(case_names)) == len(case_names)
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) for name in case_names)
-    for family in FAMILIES:
-        applicable = [case for case in CASES if family in case.families]
-        assert {case.expect for case in applicable} == {"reject", "classify", "survive"}, family
+    for key, protocol in PROTOCOLS.items():
+        applicable = [case for case in CASES if case.applies_to(protocol)]
+        assert {case.expect for case in applicable} == {"reject", "classify", "survive"}, key
 
 
 @pytest.mark.parametrize(
-    "case, family",
-    [(case, family) for case in CASES for family in sorted(case.families)],
-    ids=[f"{case.name}-{family}" for case in CASES for family in sorted(case.families)],
+    "case, key",
+    [(case, key) for case in CASES for key in applying(case)],
+    ids=[f"{case.name}-{key}" for case in CASES for key in applying(case)],
 )
-def test_case_builds_for_every_family_it_claims(case, family):
-    protocol = protocol_for(family)
+def test_case_builds_for_every_protocol_it_applies_to(case, key):
+    protocol = PROTOCOLS[key]
     request = case.request(protocol, SAMPLE)
     assert request.method == "POST"
     assert request.path.startswith("/")
@@ -101,14 +98,27 @@ def test_case_builds_for_every_family_it_claims(case, family):
         assert (request.path, request.body) == (expected.path, expected.body)
         assert request.headers["Content-Type"] == (case.content_type or expected.headers["Content-Type"])
     else:
-        assert request.path.startswith(API_PREFIX[family])
+        assert request.path.startswith(API_PREFIX[key])
 
 
-@pytest.mark.parametrize("case", [case for case in CASES if case.families != FAMILIES], ids=name_of)
-def test_case_refuses_families_it_does_not_claim(case):
-    family = min(FAMILIES - case.families)
+@pytest.mark.parametrize("case", [case for case in CASES if len(applying(case)) < len(PROTOCOLS)], ids=name_of)
+def test_case_refuses_protocols_it_does_not_apply_to(case):
+    key = min(set(PROTOCOLS) - set(applying(case)))
     with pytest.raises(ValueError, match="does not apply"):
-        case.request(protocol_for(family), SAMPLE)
+        case.request(PROTOCOLS[key], SAMPLE)
+
+
+@pytest.mark.parametrize("protocol", TENSOR_PROTOCOLS, ids=lambda protocol: protocol.name)
+def test_no_case_applies_to_a_protocol_that_sends_a_tensor(protocol):
+    assert [case.name for case in CASES if case.applies_to(protocol)] == []
+
+
+def test_a_case_applies_by_what_the_protocol_has_not_by_its_name():
+    json_cases = {case.name for case in CASES if case.applies_to(PROTOCOLS["tfserving-rest"])} - set(names(IMAGE_CASES))
+    assert "json-unknown-input-name" not in json_cases and "tfserving-b64-invalid" in json_cases
+    v2_cases = {case.name for case in CASES if case.applies_to(PROTOCOLS["v2"])}
+    assert "v2-header-not-json" in v2_cases and "tfserving-b64-invalid" not in v2_cases
+    assert {case.name for case in CASES if case.applies_to(PROTOCOLS["kserve-v2"])} == v2_cases
 
 
 def built(cases: list[Case], with_protocol_cases: bool = True) -> dict[str, object]:
@@ -117,8 +127,8 @@ def built(cases: list[Case], with_protocol_cases: bool = True) -> dict[str, obje
         if case.image is not None:
             requests[case.name] = (case.image_bytes(), case.content_type)
         elif with_protocol_cases:
-            for family in sorted(case.families):
-                requests[f"{case.name}-{family}"] = case.request(protocol_for(family), SAMPLE)
+            for key in applying(case):
+                requests[f"{case.name}-{key}"] = case.request(PROTOCOLS[key], SAMPLE)
     return requests
 
 
@@ -224,13 +234,12 @@ def test_accepts_only_the_declared_outcomes():
         ({"statuses": frozenset({500})}, "statuses within"),
         ({"rejected_by": None}, "rejecting layer"),
         ({"expect": "classify"}, "classify cases have no"),
-        ({"families": frozenset({"grpc"})}, "families must be"),
-        ({"build": lambda family, model, image: HttpRequest("POST", "/")}, "exactly one of"),
+        ({"build": lambda protocol, image: HttpRequest("POST", "/")}, "exactly one of"),
         ({"same_label_as_sample": True}, "only classify"),
     ],
 )
 def test_inconsistent_cases_are_refused(fields, problem):
-    valid = {"name": "x", "description": "", "expect": "reject", "families": FAMILIES, "rejected_by": "decoder"}
+    valid = {"name": "x", "description": "", "expect": "reject", "rejected_by": "decoder"}
     valid |= {"statuses": frozenset({400}), "image": lambda: b""}
     with pytest.raises(ValueError, match=problem):
         Case(**(valid | fields))
@@ -243,13 +252,17 @@ def test_non_jpeg_sample_is_refused():
         catalogue(png.getvalue())
 
 
-def test_v2_helper_builds_what_the_v2_encoder_sends():
-    assert wire.image_request(wire.V2, MODEL, SAMPLE) == V2Protocol(MODEL).encode(SAMPLE)
-    assert wire.image_request(wire.V2, MODEL, SAMPLE, version="3") == V2Protocol(MODEL, version="3").encode(SAMPLE)
+def test_a_protocol_addresses_another_model_or_version_without_changing_itself():
+    protocol = V2Protocol(MODEL)
+    assert protocol.for_model(version="3").encode(SAMPLE) == V2Protocol(MODEL, version="3").encode(SAMPLE)
+    assert protocol.for_model("other").infer_path == "/v2/models/other/infer"
+    assert protocol.infer_path == f"/v2/models/{MODEL}/infer"
+    assert TorchServeProtocol(MODEL).for_model(version="2").infer_path == f"/predictions/{MODEL}/2"
+    assert V1ImageProtocol(MODEL).for_model(version="2").infer_path == f"/v1/models/{MODEL}/versions/2:predict"
 
 
 def split_v2(request: HttpRequest) -> tuple[bytes, bytes]:
-    length = int(request.headers[wire.V2_HEADER_LENGTH])
+    length = int(request.headers[HEADER_LENGTH])
     return request.body[:length], request.body[length:]
 
 
@@ -267,8 +280,8 @@ def is_json(data: bytes) -> bool:
 
 
 V2_TAMPERING = {
-    "v2-header-length-beyond-body": lambda request: int(request.headers[wire.V2_HEADER_LENGTH]) > len(request.body),
-    "v2-header-length-not-a-number": lambda request: not request.headers[wire.V2_HEADER_LENGTH].isdigit(),
+    "v2-header-length-beyond-body": lambda request: int(request.headers[HEADER_LENGTH]) > len(request.body),
+    "v2-header-length-not-a-number": lambda request: not request.headers[HEADER_LENGTH].isdigit(),
     "v2-header-not-json": lambda request: not is_json(split_v2(request)[0]),
     "v2-binary-size-beyond-body": lambda request: declared_size(request) > len(split_v2(request)[1]),
     "v2-element-length-beyond-tensor": lambda request: (
@@ -277,26 +290,27 @@ V2_TAMPERING = {
 }
 
 
+@pytest.mark.parametrize("key", ["v2", "kserve-v2"])
 @pytest.mark.parametrize("name", sorted(V2_TAMPERING))
-def test_v2_binary_cases_falsify_their_field_and_keep_the_image(name):
-    request = named(name).request(V2Protocol(MODEL), SAMPLE)
+def test_v2_binary_cases_falsify_their_field_and_keep_the_image(name, key):
+    request = named(name).request(PROTOCOLS[key], SAMPLE)
     assert request.body.endswith(SAMPLE)
     assert V2_TAMPERING[name](request)
 
 
 def test_v2_binary_cases_are_all_checked():
-    assert {case.name for case in PROTOCOL_CASES if case.families == {wire.V2}} - {"json-unknown-input-name"} == set(
-        V2_TAMPERING
-    )
+    assert set(V2Protocol(MODEL).framing_mistakes()) == set(V2_TAMPERING)
+    framing = {case.name for case in PROTOCOL_CASES if applying(case) == ["v2", "kserve-v2"]}
+    assert framing - {"json-unknown-input-name"} == set(V2_TAMPERING)
 
 
 @pytest.mark.parametrize(
-    "case, family",
-    [(case, family) for case in PROTOCOL_CASES if case.name.startswith("json-") for family in sorted(case.families)],
+    "case, key",
+    [(case, key) for case in PROTOCOL_CASES if case.name.startswith("json-") for key in applying(case)],
     ids=lambda value: value if isinstance(value, str) else value.name,
 )
-def test_json_cases_are_plain_json_requests(case, family):
-    request = case.request(protocol_for(family), SAMPLE)
+def test_json_cases_are_plain_json_requests(case, key):
+    request = case.request(PROTOCOLS[key], SAMPLE)
     assert request.headers == {"Content-Type": "application/json"}
     if case.name == "json-malformed":
         with pytest.raises(ValueError):
@@ -308,15 +322,15 @@ def test_json_cases_are_plain_json_requests(case, family):
         json.loads(request.body)
 
 
-@pytest.mark.parametrize("family", sorted(wire.JSON_FAMILIES))
-def test_nan_case_sends_non_finite_tokens(family):
-    body = named("json-nan-inf").request(protocol_for(family), SAMPLE).body
+@pytest.mark.parametrize("key", ["v2", "tfserving-rest"])
+def test_nan_case_sends_non_finite_tokens(key):
+    body = named("json-nan-inf").request(PROTOCOLS[key], SAMPLE).body
     assert b"NaN" in body and b"Infinity" in body
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_unknown_model_and_version_change_only_the_path(family):
-    protocol = protocol_for(family)
+@pytest.mark.parametrize("key", sorted(PROTOCOLS))
+def test_unknown_model_and_version_change_only_the_path(key):
+    protocol = PROTOCOLS[key]
     valid = protocol.encode(SAMPLE)
     for name, marker in (("unknown-model", f"{MODEL}-does-not-exist"), ("unknown-version", "999999")):
         request = named(name).request(protocol, SAMPLE)

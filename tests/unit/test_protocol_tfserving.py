@@ -10,13 +10,13 @@ from skimage import data
 
 from pytest_serving.model.preprocess import preprocess
 from pytest_serving.protocols.base import ProtocolError
+from pytest_serving.protocols.kserve_v2 import KServeV2Protocol
 from pytest_serving.protocols.tfserving import (
     V1ImageProtocol,
     V1TensorProtocol,
     float32_json,
     prediction_from_logits,
 )
-from pytest_serving.targets.kserve import KServeV2Protocol
 
 
 @pytest.fixture(scope="module")

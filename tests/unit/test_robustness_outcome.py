@@ -4,7 +4,7 @@ import pytest
 
 from pytest_serving.protocols.base import Prediction
 from pytest_serving.protocols.v2 import V2Protocol
-from pytest_serving.robustness import FAMILIES, Case
+from pytest_serving.robustness import Case
 from pytest_serving.robustness.outcome import (
     BODY_EXCERPT_CHARS,
     Aftermath,
@@ -30,7 +30,7 @@ INVALID = frozenset({400, 422})
 def image_case(name: str, expect: str, **fields) -> Case:
     if expect != "classify":
         fields = {"rejected_by": "decoder", "statuses": INVALID, **fields}
-    return Case(name, f"the {name} case", expect, FAMILIES, image=lambda: name.encode(), **fields)
+    return Case(name, f"the {name} case", expect, image=lambda: name.encode(), **fields)
 
 
 TRUNCATED = image_case("truncated-50pct", "reject")
@@ -41,10 +41,9 @@ JSON_MALFORMED = Case(
     "json-malformed",
     "A valid JSON request cut in half.",
     "reject",
-    frozenset({"v2"}),
     rejected_by="protocol",
     statuses=INVALID,
-    build=lambda family, model, image: None,
+    build=lambda protocol, image: None,
 )
 
 
