@@ -4,9 +4,10 @@
     python scripts/options_reference.py          # rewrite docs/options.md
     python scripts/options_reference.py --check  # exit 1 when docs/options.md is out of date
 
-Options come from ``settings.all_options()`` (the plugin's table and the target classes' own); ini-only keys from what ``settings.register`` declares;
-environment variables read outside the option table from ``EXTRA_ENVIRONMENT`` below (the unit
-test checks that every ``PYTEST_SERVING_*`` name in the package is documented).
+Options come from ``settings.all_options()`` (the plugin's table and the target classes' own);
+ini-only keys from what ``settings.register`` declares; environment variables read outside the
+option table from ``EXTRA_ENVIRONMENT`` below and the target classes' ``reads_environment`` (the
+unit test checks that every ``PYTEST_SERVING_*`` name in the package is documented).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 
 from pytest_serving import settings
 from pytest_serving.settings import Option
+from pytest_serving.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "options.md"
 COMMAND = "python scripts/options_reference.py"
 
-#: Environment variables read outside the option table: name -> (default, what it does).
+#: Environment variables the plugin reads outside the option table: name -> (default, what it does).
+#: Targets list their own (``ServingTarget.reads_environment``); ``environment()`` adds them.
 EXTRA_ENVIRONMENT: dict[str, tuple[str, str]] = {
     "PYTEST_SERVING_SESSION_ID": (
         "a random id per pytest process tree",
@@ -53,19 +56,16 @@ EXTRA_ENVIRONMENT: dict[str, tuple[str, str]] = {
             "itself. Set `false` to run Ryuk as well"
         ),
     ),
-    "PYTEST_SERVING_TORCHSERVE_INFERENCE_KEY": (
-        "none",
-        (
-            "TorchServe inference API key for a `--serving-url` server (keys of servers the plugin starts "
-            "are read from the container)"
-        ),
-    ),
-    "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_KEY": ("none", "TorchServe management API key for a `--serving-url` server"),
-    "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL": (
-        "the inference URL with port + 1",
-        "TorchServe management API of a `--serving-url` server",
-    ),
 }
+
+
+def environment() -> dict[str, tuple[str, str]]:
+    """The plugin's environment variables, then those each target class reads."""
+    variables = dict(EXTRA_ENVIRONMENT)
+    for target in TARGETS.values():
+        variables.update(target.reads_environment)
+    return variables
+
 
 INI_EXAMPLE = """\
 ```ini
@@ -176,7 +176,7 @@ def render() -> str:
         "| environment variable | default | meaning |",
         "|---|---|---|",
     ]
-    lines += [f"| `{name}` | {default} | {_cell(meaning)} |" for name, (default, meaning) in EXTRA_ENVIRONMENT.items()]
+    lines += [f"| `{name}` | {default} | {_cell(meaning)} |" for name, (default, meaning) in environment().items()]
     lines += ["", "## Example", "", INI_EXAMPLE, ""]
     return "\n".join(lines)
 

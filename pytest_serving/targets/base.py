@@ -61,6 +61,9 @@ class ServingTarget(ABC):
     #: the command line, environment and ini like the plugin's own, and their values (or defaults)
     #: reach the target as ``options.extra[option.dest]``.
     extra_options: ClassVar[tuple[Option, ...]] = ()
+    #: Environment variables this target reads beyond its options: name -> (default, what it does),
+    #: listed in docs/options.md.
+    reads_environment: ClassVar[Mapping[str, tuple[str, str]]] = {}
 
     def __init__(self, options: TargetOptions, image_origin: str = "offline") -> None:
         self.options = options

@@ -123,6 +123,20 @@ class TorchServe(ServingTarget):
         missing_hint="set metrics_mode=prometheus in TorchServe's config.properties (or TS_METRICS_MODE=prometheus)",
     )
     extra_options: ClassVar[tuple[Option, ...]] = (AUTH_OPTION,)
+    reads_environment: ClassVar[Mapping[str, tuple[str, str]]] = {
+        INFERENCE_KEY_ENV: (
+            "none",
+            (
+                "TorchServe inference API key for a `--serving-url` server (keys of servers the plugin starts "
+                "are read from the container)"
+            ),
+        ),
+        MANAGEMENT_KEY_ENV: ("none", "TorchServe management API key for a `--serving-url` server"),
+        MANAGEMENT_URL_ENV: (
+            "the inference URL with port + 1",
+            "TorchServe management API of a `--serving-url` server",
+        ),
+    }
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
         "0.12": {
             "oversize-80mib": (
