@@ -83,7 +83,7 @@ def test_every_default_comes_from_its_option_entry(pytester):
             assert load.workers == int(defaults["serving_load_workers"])
             assert load.mode == defaults["serving_load"]
             assert serving_settings.startup_timeout == float(defaults["serving_startup_timeout"])
-            assert serving_settings.model_name == defaults["serving_model"]
+            assert serving_settings.model == defaults["serving_model"]
             assert serving_settings.target_extra == {"serving_torchserve_auth": defaults["serving_torchserve_auth"]}
         """
     )
