@@ -355,7 +355,7 @@ def bench_target(
                 for tool, binary in tools.items()
                 if tool != PERF_ANALYZER or isinstance(deployment.endpoint.protocol, V2Protocol)
             }
-            page = metrics_page(deployment.endpoint)
+            page = metrics_page(deployment.endpoint, deployment.target.server_metrics)
             if not isinstance(page, MetricsPage):
                 raise SystemExit(f"{target}: no server metrics ({page.reason}); the benchmark needs them")
             runs: Runs = {}

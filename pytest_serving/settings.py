@@ -7,8 +7,9 @@ is the single source for ``pytest --help``, the ini keys, the docs and every def
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -225,7 +226,7 @@ class Settings:
     model: str
     model_repo: Path | None
     strict: bool
-    load: LoadSettings
+    load: LoadSettings = field(default_factory=lambda: default_load_settings())
     #: Values of the options the target classes declare (``extra_options``), handed to targets as TargetOptions.extra.
     target_extra: dict[str, str] = field(default_factory=dict)
 
@@ -241,27 +242,8 @@ class Settings:
     def from_config(cls, config: pytest.Config, known_targets: list[str]) -> Settings:
         values = {option.dest: raw_value(config, option) for option in all_options()}
 
-        def path(key: str) -> Path | None:
-            return Path(str(values[key])).expanduser() if values[key] else None
-
-        def number(
-            key: str, kind: type, minimum: float | None = None, above: float | None = None
-        ) -> int | float | None:
-            """The option's number (None when unset and without a default), refused below ``minimum``
-            or at or below ``above`` with a usage error naming the option."""
-            if values[key] in (None, ""):
-                return None
-            flag = f"--{key.replace('_', '-')}"
-            try:
-                value = kind(values[key])
-            except ValueError:
-                raise pytest.UsageError(f"{flag}: not a number: {values[key]!r}") from None
-            if minimum is not None and value < minimum:
-                raise pytest.UsageError(f"{flag}: expected a number >= {minimum:g}, got {values[key]!r}")
-            if above is not None and value <= above:
-                raise pytest.UsageError(f"{flag}: expected a number > {above:g}, got {values[key]!r}")
-            return value
-
+        path = functools.partial(_path, values)
+        number = functools.partial(_number, values)
         limit = number("serving_samples_limit", int, above=0)
         images = parse_assignments(values["serving_image"] or [], "--serving-image")
         urls = parse_assignments(values["serving_url"] or [], "--serving-url")
@@ -292,8 +274,38 @@ def selected_targets(settings: Settings) -> list[str]:
     return list(dict.fromkeys([*settings.targets, *settings.urls]))
 
 
+def _path(values: Mapping[str, object], key: str) -> Path | None:
+    return Path(str(values[key])).expanduser() if values[key] else None
+
+
+def _number(
+    values: Mapping[str, object], key: str, kind: type, minimum: float | None = None, above: float | None = None
+) -> int | float | None:
+    """The option's number (None when unset and without a default), refused below ``minimum`` or at or
+    below ``above`` with a usage error naming the option."""
+    if values[key] in (None, ""):
+        return None
+    flag = f"--{key.replace('_', '-')}"
+    try:
+        value = kind(values[key])
+    except ValueError:
+        raise pytest.UsageError(f"{flag}: not a number: {values[key]!r}") from None
+    if minimum is not None and value < minimum:
+        raise pytest.UsageError(f"{flag}: expected a number >= {minimum:g}, got {values[key]!r}")
+    if above is not None and value <= above:
+        raise pytest.UsageError(f"{flag}: expected a number > {above:g}, got {values[key]!r}")
+    return value
+
+
+def default_load_settings() -> LoadSettings:
+    """The load settings the options' defaults give, parsed as from the command line: for settings
+    built in code (benchmarks) without a second copy of any default."""
+    values = {option.dest: [] if option.multiple else False if option.flag else option.default for option in OPTIONS}
+    return _load_settings(values, functools.partial(_path, values), functools.partial(_number, values))
+
+
 def _load_settings(
-    values: dict[str, object],
+    values: Mapping[str, object],
     path: Callable[[str], Path | None],
     number: Callable[..., int | float | None],
 ) -> LoadSettings:
