@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..containers.resources import ResourceMonitor
 from ..correctness import MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 from ..metrics import (
     PhaseServerMetrics,
@@ -53,6 +52,9 @@ from .safety import UnsafeTargetError, check_load_target
 from .stats import PhaseStats, stability_window_s
 from .sweep import SweepLevel, SweepResult, run_sweep
 from .warmup import DEFAULT_MAX_WARMUP_FACTOR
+
+if TYPE_CHECKING:  # annotations only: containers import load's value types, so load must not import containers
+    from ..containers.resources import ResourceMonitor
 
 PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
 SWEEP_FIELDS = frozenset({"levels", "scenario", "repeats"})
