@@ -1,0 +1,248 @@
+"""The statistics of a release decision: a paired test on correctness, bootstrap intervals on speed.
+
+Pure functions on numbers (no server, no clock), so every verdict can be unit-tested.
+
+Accuracy: both versions answer the same samples, so the comparison is paired; McNemar's exact
+test looks only at the samples where exactly one version is right (the discordant pairs) and asks
+whether they split evenly, as they would if neither version were better.
+
+Speed: requests inside one window are not independent (they share the server's queue, the
+machine's momentary load, a garbage collection), so resampling single requests would make the
+interval far too narrow. The unit that is resampled is the window: with interleaved windows
+(current, candidate, current, …) window *i* of each version ran in the same minute, so the pairs
+are resampled together (a paired block bootstrap) and noise that hits both versions cancels in
+the ratio. The statistic of a resample is computed on all requests of the windows it drew (p95
+over the pooled latencies; requests answered per second over the pooled windows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Resamples of every bootstrap interval; the percentile interval's ends are stable to ~1 % at this count.
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+SEED = 0
+
+
+def mcnemar_exact(only_current: int, only_candidate: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial test (p = 1/2) on the discordant pairs.
+
+    ``only_current``: samples only the current version got right; ``only_candidate``: only the
+    candidate. 1.0 when there is no discordant pair (nothing speaks for either version).
+    """
+    if only_current < 0 or only_candidate < 0:
+        raise ValueError("counts of discordant pairs must be >= 0")
+    n = only_current + only_candidate
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_current, only_candidate) + 1))
+    # Exact integer arithmetic up to the final division: no underflow for large n.
+    return min(1.0, 2 * tail / 2**n)
+
+
+@dataclass(frozen=True)
+class PairedCorrectness:
+    """Top-1 correctness of two versions on the same samples, and how they differ."""
+
+    n: int
+    current_correct: int
+    candidate_correct: int
+    only_current: int
+    only_candidate: int
+    agreement: float
+    p_value: float
+
+    @property
+    def current_top1(self) -> float:
+        return self.current_correct / self.n
+
+    @property
+    def candidate_top1(self) -> float:
+        return self.candidate_correct / self.n
+
+    @property
+    def drop_points(self) -> float:
+        """How many percentage points the candidate's top-1 lies below the current's (negative: above)."""
+        return 100.0 * (self.current_correct - self.candidate_correct) / self.n
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "current_top1": self.current_top1,
+            "candidate_top1": self.candidate_top1,
+            "drop_points": self.drop_points,
+        }
+
+
+def paired_correctness(
+    current_right: Sequence[bool], candidate_right: Sequence[bool], same_top1: Sequence[bool]
+) -> PairedCorrectness:
+    """Per sample (same order in all three): was the current right, was the candidate right, same top-1?"""
+    n = len(current_right)
+    if n == 0 or len(candidate_right) != n or len(same_top1) != n:
+        raise ValueError(f"need the same number (> 0) of samples for both versions, got {n}/{len(candidate_right)}")
+    only_current = sum(1 for a, b in zip(current_right, candidate_right) if a and not b)
+    only_candidate = sum(1 for a, b in zip(current_right, candidate_right) if b and not a)
+    return PairedCorrectness(
+        n=n,
+        current_correct=sum(map(bool, current_right)),
+        candidate_correct=sum(map(bool, candidate_right)),
+        only_current=only_current,
+        only_candidate=only_candidate,
+        agreement=sum(map(bool, same_top1)) / n,
+        p_value=mcnemar_exact(only_current, only_candidate),
+    )
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """Candidate/current ratio of one statistic: the point estimate and its bootstrap interval."""
+
+    statistic: str
+    current: float
+    candidate: float
+    ratio: float
+    low: float
+    high: float
+    windows: int
+    confidence: float = CONFIDENCE
+    resamples: int = BOOTSTRAP_RESAMPLES
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PooledStatistic:
+    """A statistic of the requests of several windows pooled together, computed for many resamples
+    at once: ``counts[r, w]`` says how often resample ``r`` drew window ``w``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def of(self, blocks: Sequence[np.ndarray]) -> float:
+        """The statistic of all blocks, each once."""
+        return float(self.resampled(blocks, np.ones((1, len(blocks)), dtype=np.int64))[0])
+
+    def resampled(self, blocks: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PooledPercentile(PooledStatistic):
+    """A percentile of the pooled values, interpolated linearly between ranks as ``numpy.percentile``:
+    a window drawn k times counts its values k times."""
+
+    def __init__(self, name: str, q: float) -> None:
+        super().__init__(name)
+        self.q = q
+
+    def resampled(self, blocks: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
+        values = np.concatenate(blocks)
+        owner = np.repeat(np.arange(len(blocks)), [len(block) for block in blocks])
+        order = np.argsort(values, kind="stable")
+        values, owner = values[order], owner[order]
+        result = np.empty(len(counts))
+        # Chunks bound the (resamples x values) matrix of cumulative weights to a few MB.
+        step = max(1, 500_000 // len(values))
+        for start in range(0, len(counts), step):
+            cumulative = np.cumsum(counts[start : start + step][:, owner], axis=1)
+            rank = self.q / 100.0 * (cumulative[:, -1] - 1)
+            below, fraction = np.floor(rank), rank - np.floor(rank)
+            # The value at 0-based rank k is the first whose cumulative weight exceeds k.
+            at_below = (cumulative <= below[:, None]).sum(axis=1)
+            at_above = (cumulative <= np.ceil(rank)[:, None]).sum(axis=1)
+            result[start : start + step] = values[at_below] + (values[at_above] - values[at_below]) * fraction
+        return result
+
+
+class PooledMean(PooledStatistic):
+    """The mean of the pooled values (per-window rates pooled: the rate over the windows drawn)."""
+
+    def resampled(self, blocks: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
+        sums = np.array([block.sum() for block in blocks])
+        sizes = np.array([len(block) for block in blocks], dtype=np.float64)
+        return (counts @ sums) / (counts @ sizes)
+
+
+P95_LATENCY = PooledPercentile("p95 latency", 95)
+THROUGHPUT = PooledMean("throughput")
+
+
+def bootstrap_ratio(
+    current: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    statistic: PooledStatistic,
+    *,
+    paired: bool = True,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> RatioInterval:
+    """Percentile bootstrap interval of ``statistic(candidate) / statistic(current)`` over blocks.
+
+    Each element of ``current`` / ``candidate`` is one block (a window's latencies, or a window's
+    rate as a 1-element array). ``paired``: block *i* of both versions ran side by side, so one set
+    of drawn indices serves both (needs as many blocks on each side); otherwise each side is drawn
+    on its own (a baseline from another run). Seeded: the same data always give the same interval.
+    """
+    current = [np.asarray(block, dtype=np.float64) for block in current if len(block)]
+    candidate = [np.asarray(block, dtype=np.float64) for block in candidate if len(block)]
+    if not current or not candidate:
+        raise ValueError(f"{statistic.name}: both versions need at least one non-empty window")
+    if paired and len(current) != len(candidate):
+        paired = False  # a window lost on one side breaks the pairing; fall back to drawing each side alone
+    point_current, point_candidate = statistic.of(current), statistic.of(candidate)
+    rng = np.random.default_rng(seed)
+    drawn_current = rng.integers(0, len(current), (resamples, len(current)))
+    drawn_candidate = drawn_current if paired else rng.integers(0, len(candidate), (resamples, len(candidate)))
+    denominators = statistic.resampled(current, _counts(drawn_current, len(current)))
+    numerators = statistic.resampled(candidate, _counts(drawn_candidate, len(candidate)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(denominators > 0, numerators / denominators, math.inf)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(ratios, (tail, 100.0 - tail)).tolist()
+    return RatioInterval(
+        statistic=statistic.name,
+        current=point_current,
+        candidate=point_candidate,
+        ratio=point_candidate / point_current if point_current > 0 else math.inf,
+        low=low,
+        high=high,
+        windows=min(len(current), len(candidate)),
+        confidence=confidence,
+        resamples=resamples,
+    )
+
+
+def _counts(drawn: np.ndarray, blocks: int) -> np.ndarray:
+    """Resamples' drawn indices -> how often each resample drew each block."""
+    counts = np.zeros((len(drawn), blocks), dtype=np.int64)
+    np.add.at(counts, (np.arange(len(drawn))[:, None], drawn), 1)
+    return counts
+
+
+def windows_needed(interval: RatioInterval, threshold: float) -> int | None:
+    """Windows per version after which the interval would no longer straddle ``threshold``.
+
+    An interval's half-width shrinks like 1/sqrt(windows); it must shrink below the distance
+    between the point estimate and the threshold. None when the estimate sits on the threshold
+    (no number of windows decides it); the windows measured when the interval already decides.
+    """
+    if not interval.low <= threshold <= interval.high:
+        return interval.windows
+    distance = abs(interval.ratio - threshold)
+    if distance == 0 or not math.isfinite(interval.ratio):
+        return None
+    # The half-width on the side of the threshold: the interval may be skewed.
+    half_width = (interval.high - interval.ratio) if threshold > interval.ratio else (interval.ratio - interval.low)
+    return max(interval.windows + 1, math.ceil(interval.windows * (half_width / distance) ** 2))
+
+
+def time_blocks(values: np.ndarray, count: int) -> list[np.ndarray]:
+    """``values`` in time order cut into ``count`` contiguous blocks of (nearly) equal size."""
+    count = max(1, min(count, len(values)))
+    return [block for block in np.array_split(np.asarray(values, dtype=np.float64), count) if len(block)]

@@ -1,0 +1,194 @@
+"""The release decision's statistics and verdicts (pure logic: synthetic numbers, no server, no clock)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_serving.release.stats import (
+    P95_LATENCY,
+    THROUGHPUT,
+    RatioInterval,
+    bootstrap_ratio,
+    mcnemar_exact,
+    paired_correctness,
+    time_blocks,
+    windows_needed,
+)
+from pytest_serving.release.verdict import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    ReleaseLimits,
+    accuracy_findings,
+    gate_failures,
+    overall,
+    reasons,
+    speed_finding,
+)
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    # 1 vs 9 discordant: 2 * P(X <= 1 | n=10, p=1/2) = 2 * 11 / 1024.
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(40, 0) == pytest.approx(2 * 0.5**40)
+
+
+def test_mcnemar_exact_is_exact_for_many_pairs():
+    p = mcnemar_exact(0, 2000)
+    assert 0 < p < 1e-300 or p == 0.0  # no overflow, no exception
+    assert mcnemar_exact(1000, 1000) == 1.0
+
+
+def test_paired_correctness_counts_the_discordant_samples():
+    current = [True, True, True, False, False]
+    candidate = [True, False, False, True, False]
+    same = [True, False, False, False, True]
+    paired = paired_correctness(current, candidate, same)
+    assert (paired.only_current, paired.only_candidate) == (2, 1)
+    assert paired.drop_points == pytest.approx(20.0)
+    assert paired.agreement == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="same number"):
+        paired_correctness([True], [True, False], [True])
+
+
+def test_twenty_point_drop_on_200_samples_fails_naming_the_drop_and_n():
+    current = [True] * 160 + [False] * 40
+    candidate = [True] * 120 + [False] * 80
+    findings = accuracy_findings(paired_correctness(current, candidate, [a == b for a, b in zip(current, candidate)]),
+                                 ReleaseLimits())  # fmt: skip
+    assert overall(findings) == FAIL
+    (reason,) = reasons(findings)
+    assert "drop of 20.0 points" in reason
+    assert "n=200" in reason
+    assert "McNemar exact p=" in reason
+
+
+def test_a_drop_within_the_limit_passes_and_a_gain_passes():
+    # 2 of 200 samples = exactly 1.0 point: at the limit, not beyond it.
+    current = [True] * 150 + [False] * 50
+    candidate = [True] * 148 + [False] * 52
+    assert overall(accuracy_findings(paired_correctness(current, candidate, [True] * 200), ReleaseLimits())) == PASS
+    assert overall(accuracy_findings(paired_correctness(candidate, current, [True] * 200), ReleaseLimits())) == PASS
+
+
+def test_agreement_is_gated_only_when_a_minimum_is_given():
+    paired = paired_correctness([True] * 10, [True] * 10, [True] * 8 + [False] * 2)
+    assert [finding.part for finding in accuracy_findings(paired, ReleaseLimits())] == ["accuracy"]
+    findings = accuracy_findings(paired, ReleaseLimits(min_agreement=0.9))
+    assert overall(findings) == FAIL
+    assert "agreement between the versions 80.0%" in reasons(findings)[0]
+
+
+def windows(rng, count, scale, size=200):
+    """``count`` windows of ``size`` lognormal latencies (ms) around ``scale``."""
+    return [scale * rng.lognormal(0.0, 0.3, size) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_identical_distributions_pass_or_are_inconclusive_never_fail(seed):
+    rng = np.random.default_rng(seed)
+    current, candidate = windows(rng, 5, 20.0), windows(rng, 5, 20.0)
+    interval = bootstrap_ratio(current, candidate, P95_LATENCY, seed=seed)
+    assert speed_finding(interval, 10.0, higher_is_worse=True).verdict in (PASS, INCONCLUSIVE)
+    rates = bootstrap_ratio(
+        [np.array([rng.normal(100, 5)]) for _ in range(5)],
+        [np.array([rng.normal(100, 5)]) for _ in range(5)],
+        THROUGHPUT,
+        seed=seed,
+    )
+    assert speed_finding(rates, 10.0, higher_is_worse=False).verdict in (PASS, INCONCLUSIVE)
+
+
+def test_twice_the_latency_fails_and_half_the_throughput_fails():
+    rng = np.random.default_rng(1)
+    interval = bootstrap_ratio(windows(rng, 5, 20.0), windows(rng, 5, 40.0), P95_LATENCY)
+    assert 1.7 < interval.low <= interval.ratio <= interval.high < 2.3
+    finding = speed_finding(interval, 10.0, higher_is_worse=True)
+    assert finding.verdict == FAIL
+    assert "wholly beyond the +10% limit" in finding.reason
+    rates = bootstrap_ratio(
+        [np.array([100.0 + k]) for k in range(5)], [np.array([50.0 + k]) for k in range(5)], THROUGHPUT
+    )
+    assert speed_finding(rates, 10.0, higher_is_worse=False).verdict == FAIL
+
+
+def test_a_faster_candidate_passes():
+    rng = np.random.default_rng(2)
+    interval = bootstrap_ratio(windows(rng, 6, 20.0), windows(rng, 6, 10.0), P95_LATENCY)
+    assert speed_finding(interval, 10.0, higher_is_worse=True).verdict == PASS
+
+
+def test_pairing_cancels_noise_that_hits_both_versions():
+    """Machine load that drifts across the windows hits both versions of a pair: paired resampling
+    sees through it, drawing each side on its own does not."""
+    rng = np.random.default_rng(3)
+    drift = [1.0, 3.0, 1.5, 4.0, 2.0, 1.0]
+    current = [level * 20.0 * rng.lognormal(0, 0.1, 200) for level in drift]
+    candidate = [level * 21.0 * rng.lognormal(0, 0.1, 200) for level in drift]
+    paired = bootstrap_ratio(current, candidate, P95_LATENCY, paired=True)
+    unpaired = bootstrap_ratio(current, candidate, P95_LATENCY, paired=False)
+    assert paired.high - paired.low < (unpaired.high - unpaired.low) / 3
+    assert speed_finding(paired, 10.0, higher_is_worse=True).verdict == PASS
+
+
+def test_pooled_statistics_of_resamples_equal_numpy_on_the_repeated_windows():
+    rng = np.random.default_rng(5)
+    blocks = [rng.lognormal(k, 0.3, 40 + 7 * k) for k in range(5)]
+    for _ in range(20):
+        counts = rng.integers(0, 3, (1, 5))
+        counts[0, 0] += 1
+        pooled = np.concatenate([block for block, times in zip(blocks, counts[0]) for _ in range(times)])
+        assert P95_LATENCY.resampled(blocks, counts)[0] == pytest.approx(np.percentile(pooled, 95), rel=1e-12)
+        assert THROUGHPUT.resampled(blocks, counts)[0] == pytest.approx(pooled.mean(), rel=1e-12)
+
+
+def test_bootstrap_is_seeded():
+    rng = np.random.default_rng(4)
+    current, candidate = windows(rng, 5, 20.0), windows(rng, 5, 22.0)
+    assert bootstrap_ratio(current, candidate, P95_LATENCY) == bootstrap_ratio(current, candidate, P95_LATENCY)
+
+
+def test_bootstrap_needs_measured_windows():
+    with pytest.raises(ValueError, match="at least one non-empty window"):
+        bootstrap_ratio([np.array([])], [np.array([1.0])], P95_LATENCY)
+
+
+def interval(ratio, low, high, windows=5):
+    return RatioInterval("p95 latency", 10.0, 10.0 * ratio, ratio, low, high, windows)
+
+
+def test_straddling_interval_is_inconclusive_and_says_how_many_windows_would_decide():
+    finding = speed_finding(interval(1.05, 0.95, 1.15), 10.0, higher_is_worse=True)
+    assert finding.verdict == INCONCLUSIVE
+    # Half-width 0.10 must shrink to 0.05: four times the windows.
+    assert finding.windows_needed == 20
+    assert "about 20 windows each would decide" in finding.reason
+
+
+def test_windows_needed_when_the_estimate_sits_on_the_limit_or_already_decides():
+    assert windows_needed(interval(1.10, 1.0, 1.2), 1.10) is None
+    assert windows_needed(interval(1.5, 1.3, 1.7), 1.10) == 5
+    assert windows_needed(interval(1.09, 1.0, 1.2), 1.10) == max(6, math.ceil(5 * (0.11 / 0.01) ** 2))
+    assert "no number of windows" in speed_finding(interval(1.1, 1.0, 1.2), 10.0, True).reason
+
+
+def test_overall_verdict_is_the_worst_and_strict_fails_inconclusive():
+    assert overall([]) == PASS
+    verdicts = [speed_finding(interval(1.0, 0.95, 1.05), 10.0, True), speed_finding(interval(1.05, 0.9, 1.2), 10, True)]
+    assert overall(verdicts) == INCONCLUSIVE
+    assert reasons(verdicts) == [verdicts[1].reason]
+    assert gate_failures(INCONCLUSIVE, reasons(verdicts), strict=False, what="triton release") == []
+    (line,) = gate_failures(INCONCLUSIVE, reasons(verdicts), strict=True, what="triton release")
+    assert line.startswith("triton release: inconclusive [--serving-release-strict]: p95 latency")
+    assert gate_failures(PASS, ["x"], strict=True, what="w") == []
+    assert gate_failures(FAIL, ["a", "b"], strict=False, what="w") == ["w: fail: a", "w: fail: b"]
+
+
+def test_time_blocks_keep_order_and_cover_everything():
+    blocks = time_blocks(np.arange(10.0), 3)
+    assert [block.tolist() for block in blocks] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert len(time_blocks(np.arange(2.0), 5)) == 2
