@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..report.results import ReleaseRecord
 from .stats import PairedCorrectness, RatioInterval, windows_needed
 
 PASS, INCONCLUSIVE, FAIL = "pass", "inconclusive", "fail"
@@ -118,3 +119,43 @@ def gate_failures(verdict: str, why: Sequence[str], strict: bool, what: str) -> 
         suffix = " [--serving-release-strict]" if verdict == INCONCLUSIVE else ""
         return [f"{what}: {verdict}{suffix}: {reason}" for reason in why]
     return []
+
+
+def decide(
+    current: dict,
+    candidate: dict,
+    paired: PairedCorrectness | None,
+    latency: RatioInterval | None,
+    throughput: RatioInterval | None,
+    limits: ReleaseLimits,
+    measured: dict | None = None,
+) -> ReleaseRecord:
+    """The release record of one target from whatever was measured (a part not measured is left
+    out of the verdict and says so); ``measured`` adds the windows and latency samples to ``latency``."""
+    findings: list[Finding] = []
+    accuracy: dict = {"measured": False}
+    if paired is not None:
+        parts = accuracy_findings(paired, limits)
+        findings += parts
+        accuracy = {
+            **paired.to_dict(),
+            "measured": True,
+            "verdict": overall(parts),
+            "max_drop_points": limits.max_accuracy_drop_points,
+            "min_agreement": limits.min_agreement,
+        }
+    speed: dict = {"max_regression_pct": limits.max_latency_regression_pct, **(measured or {})}
+    for key, interval, higher_is_worse in (("p95", latency, True), ("throughput", throughput, False)):
+        if interval is None:
+            continue
+        finding = speed_finding(interval, limits.max_latency_regression_pct, higher_is_worse)
+        findings.append(finding)
+        speed[key] = {**interval.to_dict(), "verdict": finding.verdict, "windows_needed": finding.windows_needed}
+    return ReleaseRecord(
+        verdict=overall(findings),
+        reasons=reasons(findings),
+        current=current,
+        candidate=candidate,
+        accuracy=accuracy,
+        latency=speed,
+    )

@@ -11,6 +11,7 @@ import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,55 @@ def _descend(results: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     for key in keys:
         node = node.setdefault(key, {})
     return node
+
+
+# --- the layout of the release records ----------------------------------------------------------
+# ``targets.<name>.release`` and ``targets.<name>.rollout``: declared here, written only through
+# ``record_release`` / ``record_rollout``, read by the report and the terminal summary.
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """``targets.<name>.release``: the candidate against the current version on one target.
+
+    ``current`` / ``candidate``: each version's card and figures (name, card id, model version,
+    top-1); ``accuracy``: the paired comparison (``PairedCorrectness.to_dict()`` + verdict and
+    limits); ``latency``: the interval of each speed ratio with its verdict, the windows and a
+    bounded sample of each version's latencies (for the report's distributions).
+    """
+
+    verdict: str
+    reasons: list[str]
+    current: dict[str, Any]
+    candidate: dict[str, Any]
+    accuracy: dict[str, Any]
+    latency: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """``targets.<name>.rollout``: the switch from current to candidate under open-loop load.
+
+    The first six fields are the gate's figures; ``timeline`` holds one entry per second (sent,
+    rps, p99_ms, failures, each version's share) for the report's chart.
+    """
+
+    requests: int
+    failed: int
+    stale_answers: int
+    switch_s: float | None
+    p99_steady_ms: float | None
+    p99_switch_ms: float | None
+    rate: float = 0.0
+    grace_s: float = 0.0
+    switch_started_s: float | None = None
+    switch_done_s: float | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+
+def record_release(store: ResultsStore, target: str, record: ReleaseRecord) -> None:
+    store.set(("targets", target, "release"), asdict(record))
+
+
+def record_rollout(store: ResultsStore, target: str, record: RolloutRecord) -> None:
+    store.set(("targets", target, "rollout"), asdict(record))

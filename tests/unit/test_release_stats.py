@@ -1,10 +1,12 @@
 """The release decision's statistics and verdicts (pure logic: synthetic numbers, no server, no clock)."""
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
+from pytest_serving.release.rollout import Answers, rollout_problems, summarize_rollout
 from pytest_serving.release.stats import (
     P95_LATENCY,
     THROUGHPUT,
@@ -21,6 +23,7 @@ from pytest_serving.release.verdict import (
     PASS,
     ReleaseLimits,
     accuracy_findings,
+    decide,
     gate_failures,
     overall,
     reasons,
@@ -192,3 +195,50 @@ def test_time_blocks_keep_order_and_cover_everything():
     blocks = time_blocks(np.arange(10.0), 3)
     assert [block.tolist() for block in blocks] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert len(time_blocks(np.arange(2.0), 5)) == 2
+
+
+def test_decide_writes_the_release_shape_and_the_worst_verdict():
+    rng = np.random.default_rng(6)
+    latency = bootstrap_ratio(windows(rng, 5, 20.0), windows(rng, 5, 40.0), P95_LATENCY)
+    paired = paired_correctness([True] * 10, [True] * 10, [True] * 10)
+    record = decide({"name": "a"}, {"name": "b"}, paired, latency, None, ReleaseLimits(), {"windows": []})
+    assert record.verdict == FAIL
+    assert record.accuracy["verdict"] == PASS and record.accuracy["drop_points"] == 0
+    assert record.latency["p95"]["verdict"] == FAIL and "throughput" not in record.latency
+    assert record.reasons == [record.reasons[0]] and record.reasons[0].startswith("p95 latency")
+    assert set(asdict(record)) == {"verdict", "reasons", "current", "candidate", "accuracy", "latency"}
+    assert decide({}, {}, None, None, None, ReleaseLimits()).accuracy == {"measured": False}
+
+
+def answers(sent, latency, ok, version):
+    return Answers(np.asarray(sent, float), np.asarray(latency, float), np.asarray(ok, bool), version)
+
+
+def test_rollout_counts_failures_stale_answers_and_the_switch_window():
+    # Steady on v1 (0-4 s), switch from 5 to 6 s, grace 1 s, then v2; one v1 answer arrives at 8.1 s.
+    sent = [0.5, 1.5, 2.5, 3.5, 4.5, 5.2, 5.8, 6.5, 7.5, 8.0, 9.5]
+    latency = [10, 10, 10, 10, 10, 300, 200, 10, 10, 100, 10]
+    ok = [True] * 10 + [False]
+    version = ["1"] * 7 + ["2", "2", "1", ""]
+    record = summarize_rollout(
+        answers(sent, latency, ok, version), switch_started_s=5.0, switch_done_s=6.0, old_version="1",
+        grace_s=1.0, rate=1.0,
+    )  # fmt: skip
+    assert (record.requests, record.failed, record.stale_answers, record.switch_s) == (11, 1, 1, 1.0)
+    assert record.p99_switch_ms == pytest.approx(np.percentile([300, 200, 10], 99))
+    assert record.p99_steady_ms == pytest.approx(np.percentile([10, 10, 10, 10, 10, 10, 100], 99))
+    problems = rollout_problems(record, "triton")
+    assert any("1 of 11 requests failed" in line for line in problems)
+    assert any("1 answers from the old version more than 1 s after" in line for line in problems)
+    seconds = record.timeline
+    assert [entry["sent"] for entry in seconds] == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]
+    assert seconds[5]["versions"] == {"1": 1.0} and seconds[8]["versions"] == {"1": 1.0}
+    assert seconds[9]["failures"] == 1 and seconds[9]["p99_ms"] is None
+
+
+def test_a_clean_rollout_has_no_problems():
+    record = summarize_rollout(
+        answers([0.1, 1.1, 2.1], [5, 5, 5], [True] * 3, ["1", "2", "2"]), switch_started_s=1.0, switch_done_s=1.5,
+        old_version="1", grace_s=2.0, rate=1.0,
+    )  # fmt: skip
+    assert rollout_problems(record, "triton") == []
