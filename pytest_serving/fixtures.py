@@ -101,9 +101,12 @@ def serving_load(
     ``p95_ms``, ``p99_ms``, ``max_ms``, ``mean_ms``, ``min_rps``, ``max_failure_rate`` and, for the
     server's container, ``max_memory_mb``, ``max_memory_growth_mb_per_1k`` and ``max_startup_s``.
     With one Locust process the warm-up goes on past ``warmup`` until its windows are stable, at
-    most ``max_warmup`` (default 3 x ``warmup``). A violated budget (or a regression against
-    --serving-baseline) fails the test with one line per violation; a timing line of an unstable
-    phase says ``[unstable: why]``, and a phase that passed on unstable windows warns.
+    most ``max_warmup`` (default 3 x ``warmup``). A violated budget, or a regression against
+    --serving-baseline (a bootstrap interval of the p95 or throughput ratio wholly beyond
+    --serving-max-regression), fails the test with one line per violation; an interval that
+    straddles the limit warns (``InconclusiveComparison``) and fails only with
+    --serving-release-strict. A timing line of an unstable phase says ``[unstable: why]``, and a
+    phase that passed on unstable windows warns.
     Every phase also checks its answers (all of them while their distinct bodies fit in memory,
     never fewer than 1 % and 200) against ``serving_reference`` for the image sent: a wrong
     answer fails the phase with the count and an example. Every phase is appended to
@@ -131,4 +134,5 @@ def serving_load(
         reference=serving_reference,
         monitor=serving_deployment.monitor,
         server_metrics=serving_deployment.target.server_metrics,
+        strict=session.release.limits.strict,
     )

@@ -12,6 +12,7 @@ from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
 from .load.resources import lifetime_resources
+from .release.options import ReleaseSettings
 from .report.results import ResultsStore
 from .samples import Sample, SampleError, default_samples, discover, discover_labelled, read_csv
 from .settings import Settings
@@ -28,6 +29,8 @@ class SessionState:
         self.settings = settings
         report = settings.report_dir
         self.results = ResultsStore(report / "results.json" if report else None)
+        #: Parsed here, in pytest_configure: a mistake in them is a usage error before any container starts.
+        self.release = ReleaseSettings.from_config(config)
         #: target name -> ("ran", details) or ("skipped", reason), for the terminal summary.
         self.outcomes: dict[str, tuple[str, str]] = {}
         self._samples: list[Sample] | None = None

@@ -78,6 +78,36 @@ OPTIONS: tuple[Option, ...] = (
         "percent of p95 or throughput regression tolerated against the baseline (0: none at all)",
         default="10",
     ),
+    Option(
+        "serving-candidate",
+        "model card of a candidate version (TOML path or built-in name, same labels as the current model): "
+        "deploy both in one server and decide the release side by side",
+    ),
+    Option(
+        "serving-max-accuracy-drop",
+        "percentage points of top-1 the candidate may lose against the current model on the same samples",
+        default="1",
+    ),
+    Option("serving-min-agreement", "fraction of samples on which both versions must give the same top-1 (0-1)"),
+    Option(
+        "serving-max-latency-regression",
+        "percent the candidate's p95 may rise (or throughput fall) before the release fails",
+        default="10",
+    ),
+    Option(
+        "serving-release-strict",
+        "fail inconclusive comparisons too (release side by side, and --serving-baseline)",
+        flag=True,
+    ),
+    Option("serving-release-windows", "interleaved latency windows per version (at least 5)", default="5"),
+    Option("serving-release-window", "measured seconds per latency window", default="5"),
+    Option("serving-release-users", "closed-loop users of the latency windows", default="4"),
+    Option("serving-rollout", "switch from current to candidate under load: on or off", default="on"),
+    Option(
+        "serving-rollout-grace",
+        "seconds after the switch completes during which old-version answers are still allowed",
+        default="2",
+    ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",

@@ -1,5 +1,8 @@
 """Latency/throughput budgets per target, and the regression gate against a previous run.
 
+The gate against a previous run judges with the release decision's statistics (bootstrap intervals,
+pass / fail / inconclusive): see ``compare_to_baseline``.
+
 Budgets come from an ini value (``serving_budgets``, one ``[target.]field = value``
 per line) and/or a TOML or JSON file (top-level fields for every target, a
 table per target). ``resolve_budget`` merges them: first every source's
@@ -15,9 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
+
 from pytest_serving.load.resources import GROWTH_NOISE_MB, ResourceFigures
 from pytest_serving.load.stats import PhaseStats
 from pytest_serving.load.sweep import SweepLevel
+from pytest_serving.release.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, time_blocks
+from pytest_serving.release.verdict import FAIL, PASS, Finding, speed_finding
 
 ALL_TARGETS = "*"
 
@@ -259,36 +266,87 @@ def baseline_p95(entry: Mapping) -> float | None:
     return (entry.get("latency_ms") or {}).get("p95")
 
 
+#: A stored phase's latency sample is cut into at least this many stretches of time for the bootstrap.
+MIN_BASELINE_BLOCKS = 5
+
+
+def speed_blocks(entry: Mapping) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """A recorded phase or sweep level as bootstrap blocks: its latency sample cut into stretches of
+    time (one per window, at least ``MIN_BASELINE_BLOCKS``) and each window's rate; None when the
+    entry has no latency sample (recorded before pytest-serving kept one)."""
+    latency: list[np.ndarray] = []
+    rates: list[np.ndarray] = []
+    for phase in entry.get("repeats") or [entry]:
+        sample = phase.get("latency_sample_ms")
+        if not sample:
+            return None
+        windows = phase.get("windows") or []
+        latency += time_blocks(np.asarray(sample), max(MIN_BASELINE_BLOCKS, len(windows)))
+        rates += [np.array([window["rps"]]) for window in windows] or [np.array([phase["rps"]])]
+    return latency, rates
+
+
 def compare_to_baseline(
     stats: PhaseStats | SweepLevel, baseline: Mapping, target: str, level_key: str, max_regression_pct: float
-) -> list[str]:
-    """Regressions beyond ``max_regression_pct``: p95 latency up or throughput down versus the baseline.
+) -> list[Finding]:
+    """p95 latency and throughput now against the baseline at the same target and level.
 
-    Empty when within limits, and also when the baseline has no entry for this
-    target and level (use ``find_baseline`` to tell the two apart).
+    Each figure is a bootstrap interval of the now/baseline ratio (blocks of time resampled on each
+    side, as the two runs are not paired): ``fail`` when it lies wholly beyond ``max_regression_pct``,
+    ``inconclusive`` when it straddles it, ``pass`` otherwise. A baseline without latency samples
+    gets the old point comparison (``fail`` or ``pass`` only, and says so). Empty when the baseline
+    has no entry for this target and level (use ``find_baseline`` to tell the two apart).
     """
     previous = find_baseline(baseline, target, level_key)
     if previous is None:
         return []
-    prefix = f"{target} at {level_key}, n={stats.n}:"
-    regressions = []
+    prefix = f"{target} at {level_key}, n={stats.n}, against the baseline:"
+    now = stats.to_dict()
+    if stats.p95_ms is None:
+        return [Finding("p95 latency", FAIL, f"{prefix} p95 unmeasured (no successful request)")]
+    before, after = speed_blocks(previous), speed_blocks(now)
+    if before is None or after is None:
+        return _point_comparison(stats, previous, prefix, max_regression_pct)
+    findings = []
+    for statistic, blocks_before, blocks_after, higher_is_worse in (
+        (P95_LATENCY, before[0], after[0], True),
+        (THROUGHPUT, before[1], after[1], False),
+    ):
+        interval = bootstrap_ratio(blocks_before, blocks_after, statistic, paired=False)
+        finding = speed_finding(interval, max_regression_pct, higher_is_worse)
+        findings.append(
+            replace(finding, reason=f"{prefix} {finding.reason.replace('candidate/current', 'now/baseline')}")
+        )
+    return findings
+
+
+def _point_comparison(
+    stats: PhaseStats | SweepLevel, previous: Mapping, prefix: str, max_regression_pct: float
+) -> list[Finding]:
+    """The comparison of single figures, for baselines that stored no latency sample: no interval,
+    so a difference beyond the limit fails even when it is noise."""
+    note = "(point comparison: the baseline holds no latency sample, so no confidence interval)"
+    findings = []
     previous_p95 = baseline_p95(previous)
     if previous_p95:
-        if stats.p95_ms is None:
-            regressions.append(f"{prefix} p95 unmeasured (no successful request), baseline {previous_p95:.1f} ms")
-        else:
-            rise = (stats.p95_ms - previous_p95) / previous_p95 * 100.0
-            if rise > max_regression_pct:
-                regressions.append(
-                    f"{prefix} p95 {stats.p95_ms:.1f} ms is {rise:.1f}% above baseline {previous_p95:.1f} ms "
-                    f"(limit {max_regression_pct:g}%)"
-                )
+        rise = (stats.p95_ms - previous_p95) / previous_p95 * 100.0
+        findings.append(
+            Finding(
+                "p95 latency",
+                FAIL if rise > max_regression_pct else PASS,
+                f"{prefix} p95 {stats.p95_ms:.1f} ms is {rise:.1f}% above baseline {previous_p95:.1f} ms "
+                f"(limit {max_regression_pct:g}%) {note}",
+            )
+        )
     previous_rps = previous.get("rps")
     if previous_rps:
         fall = (previous_rps - stats.rps) / previous_rps * 100.0
-        if fall > max_regression_pct:
-            regressions.append(
+        findings.append(
+            Finding(
+                "throughput",
+                FAIL if fall > max_regression_pct else PASS,
                 f"{prefix} throughput {stats.rps:.1f} rps is {fall:.1f}% below baseline {previous_rps:.1f} rps "
-                f"(limit {max_regression_pct:g}%)"
+                f"(limit {max_regression_pct:g}%) {note}",
             )
-    return regressions
+        )
+    return findings

@@ -26,6 +26,7 @@ from ..metrics import (
     metrics_page,
     scraped_around,
 )
+from ..release.verdict import INCONCLUSIVE, Finding, InconclusiveComparison, gate_failures, overall
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
@@ -102,6 +103,8 @@ class ServingLoad:
     probability_tolerance: float = MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
     #: The target's ``server_metrics``: which counters say where the server's time went.
     server_metrics: ServerMetricsSpec | None = None
+    #: An inconclusive comparison with the baseline fails the test (``--serving-release-strict``).
+    strict: bool = False
 
     def __post_init__(self) -> None:
         #: Endpoints and resource monitors by base URL: the current server and every fresh one a sweep boots.
@@ -115,10 +118,16 @@ class ServingLoad:
         phase = self._phase(phase_options)
         budget = self._budget(budget)
         stats, server = self._measure(self.endpoint.base_url, self._requests, phase)
-        violations = self._over_budget(stats, budget) + self._regressions(stats)
+        against_baseline = self._against_baseline(stats)
+        violations = self._over_budget(stats, budget) + self._baseline_failures(against_baseline)
         self._record(
             stats.to_dict(),
-            {"kind": "phase", "server_metrics": server.to_dict(), "verdict": verdict(stats, budget, violations)},
+            {
+                "kind": "phase",
+                "server_metrics": server.to_dict(),
+                "verdict": verdict(stats, budget, violations),
+                **baseline_record(against_baseline),
+            },
         )
         if check:
             _fail_on(violations)
@@ -152,10 +161,19 @@ class ServingLoad:
             allow_remote=self.settings.allow_remote,
             run=self._run_and_record(scenario, server_metrics, budget),
         )
+        against_baseline = []
         for level in result.levels:
             server = combined([server_metrics[id(repeat)] for repeat in level.repeats])
+            findings = self._against_baseline(level)
+            against_baseline += findings
             self._record(
-                level.to_dict(), {"kind": "sweep-level", "scenario": scenario, "server_metrics": server.to_dict()}
+                level.to_dict(),
+                {
+                    "kind": "sweep-level",
+                    "scenario": scenario,
+                    "server_metrics": server.to_dict(),
+                    **baseline_record(findings),
+                },
             )
         if check:
             _fail_on(
@@ -165,7 +183,7 @@ class ServingLoad:
                     for repeat in level.repeats
                     for line in self._over_budget(repeat, budget)
                 ]
-                + [line for level in result.levels for line in self._regressions(level)]
+                + self._baseline_failures(against_baseline)
             )
             for level in result.levels:
                 for repeat in level.repeats:
@@ -280,14 +298,23 @@ class ServingLoad:
     def _over_budget(self, stats: PhaseStats, budget: Budget) -> list[str]:
         return check_budget(stats, budget, BudgetContext(self.endpoint.target, self.endpoint.image))
 
-    def _regressions(self, measured: PhaseStats | SweepLevel) -> list[str]:
-        """p95/throughput regressions against --serving-baseline at the same target and level."""
+    def _against_baseline(self, measured: PhaseStats | SweepLevel) -> list[Finding]:
+        """p95/throughput against --serving-baseline at the same target and level (bootstrap intervals)."""
         if self.baseline is None:
             return []
         level_key = measured.level if isinstance(measured, PhaseStats) else measured.level_key
         return compare_to_baseline(
             measured, self.baseline, self.endpoint.target, level_key, self.settings.max_regression_pct
         )
+
+    def _baseline_failures(self, findings: list[Finding]) -> list[str]:
+        """Failed comparisons fail the test; inconclusive ones warn, and fail only when strict."""
+        lines = []
+        for finding in findings:
+            if finding.verdict == INCONCLUSIVE and not self.strict:
+                warnings.warn(InconclusiveComparison(finding.reason), stacklevel=3)
+            lines += gate_failures(finding.verdict, [finding.reason], self.strict, "--serving-baseline")
+        return lines
 
     def _record(self, entry: dict, extra: dict) -> None:
         self.results.append(
@@ -310,6 +337,16 @@ def _warn_if_unstable(stats: PhaseStats, budget: Budget) -> None:
         warnings.warn(
             UnstablePhaseWarning(f"{describe_load(stats)}, n={stats.n}: met its budgets, but {note}"), stacklevel=3
         )
+def baseline_record(findings: list[Finding]) -> dict:
+    """The ``baseline`` key of a load entry: the comparison's verdict and every finding."""
+    if not findings:
+        return {}
+    return {
+        "baseline": {
+            "verdict": overall(findings),
+            "findings": [{"part": f.part, "verdict": f.verdict, "reason": f.reason} for f in findings],
+        }
+    }
 
 
 def _fail_on(violations: list[str]) -> None:

@@ -295,6 +295,9 @@ class PhaseStats:
     #: How long the warm-up lasted (s), and, when it adapted, whether it settled.
     warmup_s: float | None = None
     warmup_note: str = ""
+    #: At most ``LATENCY_SAMPLE_SIZE`` successful latencies in send order, for bootstrap comparisons
+    #: against this phase later (``--serving-baseline``): percentiles alone cannot say how sure they are.
+    latency_sample_ms: list[float] = field(default_factory=list)
 
     @property
     def p95_ms(self) -> float | None:
@@ -307,6 +310,20 @@ class PhaseStats:
         document["answers"] = self.answers.to_dict() if self.answers else None
         document["resources"] = self.resources.to_dict() if self.resources else None
         return document
+
+
+#: At most this many latencies of a phase are kept in results.json (about 20 kB of JSON).
+LATENCY_SAMPLE_SIZE = 2000
+
+
+def bounded_sample(samples: RawSamples, size: int = LATENCY_SAMPLE_SIZE) -> list[float]:
+    """Successful latencies in send order, every k-th when there are more than ``size`` (so a block of
+    the sample is still a stretch of time), rounded to microseconds."""
+    success = is_success(samples.code)
+    latencies = samples.latency_ms[success][np.argsort(samples.offset_s[success], kind="stable")]
+    if latencies.size > size:
+        latencies = latencies[np.linspace(0, latencies.size - 1, size).round().astype(np.int64)]
+    return [round(value, 3) for value in latencies.tolist()]
 
 
 def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) -> PhaseStats:
@@ -338,4 +355,5 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
         cpu_warnings=samples.cpu_warnings,
         warmup_s=phase.warmup if samples.warmup_s is None else samples.warmup_s,
         warmup_note=samples.warmup_note,
+        latency_sample_ms=bounded_sample(samples),
     )

@@ -21,6 +21,10 @@ SEVERITY = {PASS: 0, INCONCLUSIVE: 1, FAIL: 2}
 _EPSILON = 1e-9
 
 
+class InconclusiveComparison(UserWarning):
+    """A comparison whose interval straddles its limit: reported, not failed (unless strict)."""
+
+
 @dataclass(frozen=True)
 class ReleaseLimits:
     """The release gate's limits (``--serving-max-accuracy-drop``, ``--serving-min-agreement``,

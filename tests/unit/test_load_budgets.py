@@ -121,22 +121,76 @@ def test_latency_budget_fails_when_nothing_succeeded():
 
 
 def baseline_with(p95_ms, rps, level="users=10"):
+    """A baseline entry of the old format (no latency sample): point figures only."""
     entry = phase_stats([1.0]).to_dict() | {"level": level, "rps": rps}
     entry["latency_ms"]["p95"] = p95_ms
+    del entry["latency_sample_ms"]
     return {"targets": {"triton": {"load": [entry]}}}
 
 
-def test_p95_rise_beyond_the_limit_is_a_regression():
+def verdicts(findings):
+    return [(finding.part, finding.verdict) for finding in findings]
+
+
+def test_old_baselines_get_the_point_comparison_and_say_so():
     stats = phase_stats([100.0] * 10)  # p95 100 ms, 10 rps
-    (line,) = compare_to_baseline(stats, baseline_with(80.0, 10.0), "triton", "users=10", 20.0)
-    assert line == "triton at users=10, n=10: p95 100.0 ms is 25.0% above baseline 80.0 ms (limit 20%)"
-    assert compare_to_baseline(stats, baseline_with(85.0, 10.0), "triton", "users=10", 20.0) == []
+    findings = compare_to_baseline(stats, baseline_with(80.0, 10.0), "triton", "users=10", 20.0)
+    assert verdicts(findings) == [("p95 latency", "fail"), ("throughput", "pass")]
+    assert findings[0].reason.startswith(
+        "triton at users=10, n=10, against the baseline: p95 100.0 ms is 25.0% above baseline 80.0 ms (limit 20%)"
+    )
+    assert "point comparison" in findings[0].reason
+    assert verdicts(compare_to_baseline(stats, baseline_with(85.0, 10.0), "triton", "users=10", 20.0)) == [
+        ("p95 latency", "pass"),
+        ("throughput", "pass"),
+    ]
+    (_, throughput) = compare_to_baseline(stats, baseline_with(100.0, 20.0), "triton", "users=10", 20.0)
+    assert throughput.verdict == "fail"
+    assert "throughput 10.0 rps is 50.0% below baseline 20.0 rps (limit 20%)" in throughput.reason
 
 
-def test_throughput_fall_beyond_the_limit_is_a_regression():
-    stats = phase_stats([100.0] * 10)
-    (line,) = compare_to_baseline(stats, baseline_with(100.0, 20.0), "triton", "users=10", 20.0)
-    assert "throughput 10.0 rps is 50.0% below baseline 20.0 rps (limit 20%)" in line
+def lognormal_phase(seed, scale, n=2000, duration=10.0):
+    """A phase of ``n`` requests spread over ``duration`` s with lognormal latencies around ``scale`` ms."""
+    rng = np.random.default_rng(seed)
+    offsets = np.sort(rng.uniform(0, duration, n))
+    raw = RawSamples(offsets, scale * rng.lognormal(0, 0.3, n), np.full(n, 200, np.int32), completed_s=offsets)
+    return summarize(raw, LoadPhase(users=10, duration=duration))
+
+
+def as_baseline(stats):
+    return {"targets": {"triton": {"load": [stats.to_dict()]}}}
+
+
+def test_phases_keep_a_bounded_time_ordered_latency_sample():
+    stats = lognormal_phase(0, 20.0, n=5000)
+    assert len(stats.latency_sample_ms) == 2000
+    assert np.percentile(stats.latency_sample_ms, 95) == pytest.approx(stats.latency.p95, rel=0.05)
+    assert len(phase_stats([3.0, 1.0, 2.0]).latency_sample_ms) == 3
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_same_distribution_against_the_baseline_never_fails(seed):
+    findings = compare_to_baseline(
+        lognormal_phase(100 + seed, 20.0), as_baseline(lognormal_phase(seed, 20.0)), "triton", "users=10", 10.0
+    )
+    assert {finding.verdict for finding in findings} <= {"pass", "inconclusive"}
+
+
+def test_twice_the_latency_of_the_baseline_fails_with_its_interval():
+    findings = compare_to_baseline(
+        lognormal_phase(1, 40.0), as_baseline(lognormal_phase(0, 20.0)), "triton", "users=10", 10.0
+    )
+    p95 = findings[0]
+    assert p95.verdict == "fail"
+    assert "p95 latency: now/baseline 1.9" in p95.reason and "95% CI" in p95.reason
+
+
+def test_a_noisy_small_difference_is_inconclusive_not_a_failure():
+    """Few requests, wide spread, a shift near the limit: the interval straddles it."""
+    now = lognormal_phase(3, 22.0, n=60)
+    findings = compare_to_baseline(now, as_baseline(lognormal_phase(2, 20.0, n=60)), "triton", "users=10", 10.0)
+    assert findings[0].verdict == "inconclusive"
+    assert "windows each would decide" in findings[0].reason or "no number of windows" in findings[0].reason
 
 
 def test_other_levels_and_targets_are_not_compared():

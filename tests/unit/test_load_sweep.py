@@ -79,11 +79,12 @@ def test_open_loop_template_sweeps_rates():
 
 
 def test_sweep_level_feeds_the_regression_gate():
-    result = run_sweep(REQUESTS, Servers().start, levels=[10], repeats=3, run=ScriptedRunner([10, 12, 11]))
-    level = result.levels[0]
-    baseline = {"targets": {"triton": {"load": [level.to_dict() | {"p95_ms": 8.0}]}}}
-    (line,) = compare_to_baseline(level, baseline, "triton", level.level_key, 10.0)
-    assert line.startswith("triton at users=10, n=9: p95")
+    before = run_sweep(REQUESTS, Servers().start, levels=[10], repeats=3, run=ScriptedRunner([5, 6, 5.5])).levels[0]
+    level = run_sweep(REQUESTS, Servers().start, levels=[10], repeats=3, run=ScriptedRunner([10, 12, 11])).levels[0]
+    baseline = {"targets": {"triton": {"load": [before.to_dict()]}}}
+    p95, _ = compare_to_baseline(level, baseline, "triton", level.level_key, 10.0)
+    assert p95.verdict == "fail"
+    assert p95.reason.startswith("triton at users=10, n=9, against the baseline: p95 latency: now/baseline")
 
 
 @pytest.mark.parametrize("options", [{"scenario": "lukewarm"}, {"repeats": 0}, {"levels": []}])

@@ -1,0 +1,69 @@
+"""The release gate's options, parsed once per session (usage errors before any container starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from ..settings import OPTIONS, Option, raw_value
+from .verdict import ReleaseLimits
+
+#: Fewer interleaved windows than this per version cannot give a bootstrap interval worth the name.
+MIN_WINDOWS = 5
+ROLLOUT_MODES = ("on", "off")
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """``--serving-candidate`` and how the candidate is judged against the current model."""
+
+    candidate: str | None
+    limits: ReleaseLimits
+    windows: int
+    window_s: float
+    users: int
+    rollout: bool
+    rollout_grace_s: float
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> ReleaseSettings:
+        def value(name: str, kind: type = str, low: float | None = None, high: float | None = None):
+            option = _option(name)
+            raw = raw_value(config, option)
+            if option.flag:
+                return bool(raw)
+            if raw in (None, ""):
+                raw = option.default
+            if raw is None:
+                return None
+            try:
+                parsed = kind(raw)
+            except ValueError:
+                raise pytest.UsageError(f"--{name}: expected a {kind.__name__}, got {raw!r}") from None
+            if (low is not None and parsed < low) or (high is not None and parsed > high):
+                bounds = f">= {low:g}" + (f" and <= {high:g}" if high is not None else "")
+                raise pytest.UsageError(f"--{name}: expected a number {bounds}, got {raw!r}")
+            return parsed
+
+        rollout = value("serving-rollout")
+        if rollout not in ROLLOUT_MODES:
+            raise pytest.UsageError(f"--serving-rollout: expected on or off, got {rollout!r}")
+        return cls(
+            candidate=value("serving-candidate"),
+            limits=ReleaseLimits(
+                max_accuracy_drop_points=value("serving-max-accuracy-drop", float, 0, 100),
+                min_agreement=value("serving-min-agreement", float, 0, 1),
+                max_latency_regression_pct=value("serving-max-latency-regression", float, 0),
+                strict=value("serving-release-strict"),
+            ),
+            windows=value("serving-release-windows", int, MIN_WINDOWS),
+            window_s=value("serving-release-window", float, 0.5),
+            users=value("serving-release-users", int, 1),
+            rollout=rollout == "on",
+            rollout_grace_s=value("serving-rollout-grace", float, 0),
+        )
+
+
+def _option(name: str) -> Option:
+    return next(option for option in OPTIONS if option.name == name)
