@@ -5,15 +5,17 @@
 gets its three panels with one line per scenario; each scenario gets the same three panels
 with all targets overlaid; targets with server metrics get a breakdown of where the mean
 response time went; targets whose container was read during the phases get latency, memory
-and CPU over time, side by side (``resource_specs``).
+and CPU over time, side by side (``resource_specs``). A release decision adds, per target, the
+two versions' latency distributions and the rollout over time (``release_charts``).
 """
 
 from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .summary import PHASE, LoadPoint, resource_points
@@ -245,3 +247,105 @@ def _unique(labels: list[str]) -> list[str]:
 
 def _nan(value: float | None) -> float:
     return float("nan") if value is None else value
+
+
+# --- the release decision ----------------------------------------------------------------------
+
+
+def release_charts(results: Mapping[str, Any]) -> dict[str, Callable[[], bytes]]:
+    """Chart name -> its drawing, for every target with a release record (the two latency
+    distributions) or a rollout record (the rollout over time)."""
+    drawings: dict[str, Callable[[], bytes]] = {}
+    for target, data in sorted(results.get("targets", {}).items()):
+        latency = (data.get("release") or {}).get("latency") or {}
+        if latency.get("current_sample_ms") and latency.get("candidate_sample_ms"):
+            drawings[f"release-{target}-latency"] = partial(_draw_distributions, target, latency)
+        if (data.get("rollout") or {}).get("timeline"):
+            drawings[f"release-{target}-rollout"] = partial(_draw_rollout, target, data["rollout"])
+    return drawings
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _draw_distributions(target: str, latency: Mapping[str, Any]) -> bytes:
+    """Both versions' latencies: histograms on a shared log scale, and each window's p95 in run order."""
+    import numpy as np
+
+    current, candidate = np.asarray(latency["current_sample_ms"]), np.asarray(latency["candidate_sample_ms"])
+    figure = _figure(15, 3.8)
+    histogram, windows = figure.subplots(1, 2)
+    low, high = max(min(current.min(), candidate.min()), 1e-3), max(current.max(), candidate.max())
+    bins = np.geomspace(low, high * 1.0001, 50)
+    for values, label, color in ((current, "current", "C0"), (candidate, "candidate", "C1")):
+        histogram.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label} (n={values.size})")
+        histogram.axvline(np.percentile(values, 95), color=color, linestyle="--", label=f"{label} p95")
+    histogram.set_xscale("log")
+    histogram.set_xlabel("latency ms (log scale)")
+    histogram.set_ylabel("requests")
+    histogram.set_title("Latency distributions (sample of each version's requests)")
+    histogram.legend(fontsize="small")
+    rows = latency.get("windows") or []
+    for version, marker, color in (("current", "o", "C0"), ("candidate", "s", "C1")):
+        mine = [row for row in rows if row.get("version") == version and row.get("p95_ms") is not None]
+        windows.plot([row["index"] for row in mine], [row["p95_ms"] for row in mine], marker, color=color,
+                     label=f"{version} p95 per window")  # fmt: skip
+    windows.set_xlabel("window (run order: current and candidate interleaved)")
+    windows.set_ylabel("p95 ms")
+    windows.set_ylim(bottom=0)
+    windows.set_title("Interleaved windows")
+    windows.grid(True, alpha=0.3)
+    windows.legend(fontsize="small")
+    figure.suptitle(f"{target}: candidate against current")
+    return _png(figure)
+
+
+def _draw_rollout(target: str, rollout: Mapping[str, Any]) -> bytes:
+    """Per second across the rollout: answered rate, p99, failures and each version's share of the
+    answers; the switch's start and end are marked on every panel."""
+    from matplotlib.ticker import MaxNLocator
+
+    seconds = rollout["timeline"]
+    x = [entry["second"] for entry in seconds]
+    figure = _figure(15, 7.0)
+    panels = figure.subplots(2, 2, sharex=True).ravel()
+    panels[0].plot(x, [entry["rps"] for entry in seconds], "-o", markersize=3, color="C0")
+    panels[0].set_ylabel("answered requests/s")
+    panels[1].plot(x, [_nan(entry["p99_ms"]) for entry in seconds], "-o", markersize=3, color="C3")
+    panels[1].set_ylabel("p99 ms (requests sent that second)")
+    panels[2].bar(x, [entry["failures"] for entry in seconds], color="C3")
+    panels[2].set_ylim(0, max([1, *(entry["failures"] for entry in seconds)]) * 1.1)
+    panels[2].yaxis.set_major_locator(MaxNLocator(integer=True))
+    panels[2].set_ylabel("failed requests")
+    versions = sorted({version for entry in seconds for version in entry["versions"]})
+    shares = [[entry["versions"].get(version, 0.0) for entry in seconds] for version in versions]
+    if versions:
+        panels[3].stackplot(x, shares, labels=[f"version {version or '(unnamed)'}" for version in versions])
+        panels[3].legend(fontsize="small", loc="center right")
+    panels[3].set_ylim(0, 1)
+    panels[3].set_ylabel("share of answers")
+    for axes, title in zip(panels, ("Request rate", "Response time p99", "Failures", "Answers per version")):
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+        if rollout.get("switch_started_s") is not None:
+            axes.axvspan(rollout["switch_started_s"], rollout["switch_done_s"], color="0.8", alpha=0.6,
+                         label="switch")  # fmt: skip
+            axes.axvline(rollout["switch_done_s"] + rollout.get("grace_s", 0.0), color="0.4", linestyle=":")
+    for axes in panels[2:]:
+        axes.set_xlabel("seconds since the load began")
+    figure.suptitle(
+        f"{target}: rollout at {rollout.get('rate', 0):g} requests/s (grey: switch; dotted: end of the grace)"
+    )
+    return _png(figure)

@@ -73,7 +73,8 @@ def _draw_charts(results: Mapping[str, Any]) -> dict[str, bytes]:
     except ImportError:
         return {}
     specs = [*charts.chart_specs(points), *charts.resource_specs(results)]
-    return {spec.name: charts.draw(spec) for spec in specs}
+    images = {spec.name: charts.draw(spec) for spec in specs}
+    return images | {name: draw() for name, draw in charts.release_charts(results).items()}
 
 
 def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
@@ -82,6 +83,7 @@ def report_html(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     sections = [
         f"<h1>pytest-serving report</h1><p class='note'>Generated {generated} from results.json.</p>",
         _conditions_section(results),
+        _release_section(results, images),
         _load_section(results, images),
         _correctness_section(results),
         _robustness_section(results),
@@ -247,6 +249,118 @@ def _load_table(points: Sequence[LoadPoint]) -> str:
 
 #: Resource columns of the load table: (figure in the phase's resources, decimals).
 RESOURCE_CELLS = (("peak_memory_mb", 0), ("memory_growth_mb_per_1k", 1), ("mean_cpu", 2), ("startup_s", 1))
+#: CSS class of each verdict (an inconclusive one reads as a warning, not as a failure).
+VERDICT_CLASS = {"pass": "pass", "inconclusive": "deviation", "fail": "fail"}
+
+
+RELEASE_NOTE = (
+    "<p class='note'>Both versions ran in the same server on the same samples. Accuracy: top-1 on the same "
+    "samples, with McNemar's exact test on the samples where only one version was right. Speed: closed-loop "
+    "windows alternating current and candidate; each ratio's 95% interval comes from a bootstrap that "
+    "resamples pairs of adjacent windows. <em>fail</em>: the whole interval beyond the limit; "
+    "<em>inconclusive</em>: the interval straddles it (more windows would decide).</p>"
+)
+
+
+def _release_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """Per target: the verdict and its reasons, both versions side by side, the latency
+    distributions, and the rollout with its per-second chart. Nothing when no candidate ran."""
+    targets = {
+        name: data for name, data in target_results(results).items() if data.get("release") or data.get("rollout")
+    }
+    if not targets:
+        return ""
+    parts = ["<h2>Release: candidate against current</h2>", RELEASE_NOTE]
+    for name, data in targets.items():
+        release = data.get("release")
+        if release:
+            verdict = str(release.get("verdict"))
+            parts.append(
+                f"<h3>{escape(name)}: <span class='{VERDICT_CLASS.get(verdict, 'fail')}'>{escape(verdict)}</span></h3>"
+            )
+            parts.append("<ul>" + "".join(f"<li>{escape(reason)}</li>" for reason in release["reasons"]) + "</ul>")
+            parts.append(_release_table(release))
+            chart = f"release-{name}-latency"
+            if chart in images:
+                parts.append(_image(chart, images, f"{name}: latency distributions of both versions"))
+        rollout = data.get("rollout")
+        if rollout:
+            parts.append(f"<h3>{escape(name)}: rollout under load</h3>")
+            parts.append(_rollout_table(rollout))
+            chart = f"release-{name}-rollout"
+            if chart in images:
+                parts.append(_image(chart, images, f"{name}: rollout per second"))
+    return "\n".join(parts)
+
+
+def _rollout_table(rollout: Mapping[str, Any]) -> str:
+    header = [
+        "rate req/s",
+        "requests",
+        "failed",
+        "stale answers",
+        "switch s",
+        "grace s",
+        "p99 steady ms",
+        "p99 switch ms",
+    ]
+    row = [
+        number(rollout.get("rate")),
+        str(rollout["requests"]),
+        str(rollout["failed"]),
+        str(rollout["stale_answers"]),
+        number(rollout.get("switch_s"), 2),
+        number(rollout.get("grace_s")),
+        number(rollout.get("p99_steady_ms")),
+        number(rollout.get("p99_switch_ms")),
+    ]
+    gated = ["", "", "fail" if rollout["failed"] else "pass", "fail" if rollout["stale_answers"] else "pass"]
+    return _table(header, [row], [gated + [""] * 4])
+
+
+def _release_table(release: Mapping[str, Any]) -> str:
+    current, candidate = release.get("current", {}), release.get("candidate", {})
+    accuracy, latency = release.get("accuracy", {}), release.get("latency", {})
+    rows = [["model", escape(str(current.get("name", "-"))), escape(str(candidate.get("name", "-"))), "", ""]]
+    classes: list[list[str]] = [[""] * 5]
+    if accuracy.get("measured"):
+        rows.append(
+            [
+                f"top-1 (n={accuracy['n']})",
+                percent(accuracy["current_top1"]),
+                percent(accuracy["candidate_top1"]),
+                (
+                    f"{-accuracy['drop_points']:+.1f} points; McNemar p={accuracy['p_value']:.2g} "
+                    f"({accuracy['only_current']} only current, {accuracy['only_candidate']} only candidate); "
+                    f"agreement {percent(accuracy['agreement'])}"
+                ),
+                escape(str(accuracy["verdict"])),
+            ]
+        )
+        classes.append(["", "", "", "", VERDICT_CLASS.get(str(accuracy["verdict"]), "")])
+    for key, label in (("p95", "p95 latency ms"), ("throughput", "throughput req/s")):
+        interval = latency.get(key)
+        if not interval:
+            continue
+        needed = interval.get("windows_needed")
+        advice = f"; ~{needed} windows each would decide" if interval["verdict"] == "inconclusive" and needed else ""
+        rows.append(
+            [
+                f"{label} ({interval['windows']} windows each)",
+                number(interval["current"]),
+                number(interval["candidate"]),
+                f"{interval['ratio']:.3f} (95% CI {interval['low']:.3f}-{interval['high']:.3f}){advice}",
+                escape(str(interval["verdict"])),
+            ]
+        )
+        classes.append(["", "", "", "", VERDICT_CLASS.get(str(interval["verdict"]), "")])
+    limits = (
+        f"limits: accuracy drop {accuracy.get('max_drop_points', '-')} points, "
+        f"speed regression {latency.get('max_regression_pct', '-')}%"
+    )
+    return _table(["", "current", "candidate", "candidate vs current", "verdict"], rows, classes) + (
+        f"<p class='note'>{escape(limits)}</p>"
+    )
 
 
 def _correctness_section(results: Mapping[str, Any]) -> str:

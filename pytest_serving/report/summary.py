@@ -339,6 +339,7 @@ def terminal_tables(results: Mapping[str, Any], outcomes: Mapping[str, tuple[str
                     ],
                 )
             )
+        lines += _indented(release_lines(data))
         counts = robustness_counts(data)
         if counts:
             lines += _indented(table(["robustness", *OUTCOMES], [["cases", *(str(counts[o]) for o in OUTCOMES)]]))
@@ -399,6 +400,21 @@ def answers_cell(entry: Mapping[str, Any]) -> str:
 
 def _resource(entry: Mapping[str, Any], figure: str) -> float | None:
     return (entry.get("resources") or {}).get(figure)
+def release_lines(data: Mapping[str, Any]) -> list[str]:
+    """One line for the release verdict (with its reasons) and one for the rollout, when recorded."""
+    lines = []
+    release = data.get("release")
+    if release:
+        lines.append(f"release: {str(release['verdict']).upper()}: " + " | ".join(release["reasons"]))
+    rollout = data.get("rollout")
+    if rollout:
+        lines.append(
+            f"rollout: {rollout['requests']} requests at {rollout.get('rate', 0):g}/s, {rollout['failed']} failed, "
+            f"{rollout['stale_answers']} stale answers after {rollout.get('grace_s', 0):g} s grace, "
+            f"switch {number(rollout.get('switch_s'), 2)} s, p99 {number(rollout.get('p99_switch_ms'))} ms during "
+            f"the switch vs {number(rollout.get('p99_steady_ms'))} ms steady"
+        )
+    return lines
 
 
 def _recorded_outcome(data: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@ server); the page must open offline and the browser must show every chart
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import re
@@ -109,6 +110,22 @@ def test_the_browser_shows_every_chart(study_report, tmp_path):
     for colour in CHART_COLOURS:
         close = (np.abs(pixels - np.array(colour)).sum(axis=2) < 40).sum()
         assert close > 500, f"chart colour {colour} painted on {close} pixels only: the charts did not render"
+
+
+def test_the_browser_shows_the_release_charts_beside_the_study(tmp_path):
+    """A release (latency distributions) and a rollout (per-second chart) on top of the study's six charts:
+    the release section sits before the load section, so its charts stay inside the screenshot."""
+    spec = importlib.util.spec_from_file_location(
+        "release_report", Path(__file__).parents[1] / "unit" / "test_release_report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = study_results()
+    results["targets"]["triton"] |= module.release_results()["targets"]["triton"]
+    report = render_report(results, tmp_path / "out")
+    check = check_report(report, tmp_path / "screenshot.png", browser())
+    assert check.problems == []
+    assert (check.charts, check.visible) == (8, 8)
 
 
 @pytest.mark.parametrize(
