@@ -18,6 +18,7 @@ from .containers.docker_env import docker_unavailable_reason
 from .containers.resources import ResourceMonitor
 from .containers.server import ServerStartError, ServingContainer, running_server
 from .image_selection import choose_image
+from .model.card import ModelCard
 from .settings import Settings
 from .targets import TARGETS
 from .targets.base import ServingTarget, TargetOptions
@@ -83,13 +84,22 @@ def target_options(settings: Settings) -> TargetOptions:
 
 
 @contextmanager
-def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
-    """Yield a ready deployment of target ``name``; raise Unavailable when Docker or the image is missing."""
+def deploy(name: str, settings: Settings, candidate: ModelCard | None = None) -> Iterator[Deployment]:
+    """Yield a ready deployment of target ``name``; raise Unavailable when Docker or the image is missing.
+
+    With ``candidate``, the server hosts the current card and the candidate side by side (the
+    target's ``release_versions``), from a model repository built for the pair.
+    """
     target_class = TARGETS[name]
     options = target_options(settings)
     problem = target_class(options).unavailable_reason()
+    if candidate is not None:
+        problem = problem or target_class(options).release_unsupported()
     if problem:
         raise Unavailable(problem, provable=False)
+    if candidate is not None and name in settings.urls:
+        raise Unavailable(f"{name}: --serving-url points at a server this session did not deploy; the release "
+                          "comparison deploys both versions itself (drop --serving-url for it)", provable=False)  # fmt: skip
     if name in settings.urls:
         target = target_class(options, image_origin="external")
         endpoint = Endpoint(name, {"http": settings.urls[name].rstrip("/")}, "external", started_by_plugin=False)
@@ -102,33 +112,41 @@ def deploy(name: str, settings: Settings) -> Iterator[Deployment]:
     if choice.reference is None:
         raise Unavailable(choice.problem, provable=target_class.offline_image is not None or name in settings.images)
     target = target_class(options, image_origin=choice.origin)
+    if candidate is not None and (unsupported := target.release_unsupported()):
+        raise Unavailable(unsupported, provable=False)
     folder = options.model_repo / target.model_repo_folder
     if not folder.is_dir():
         raise Unavailable(f"model repository folder {folder} does not exist (see --serving-model-repo)")
-    if settings.model_repo is None:
-        folder = built_deployment(target, folder)
+    if settings.model_repo is None or candidate is not None:
+        folder = built_deployment(target, folder, candidate)
     with running_server(target, choice.reference, folder, settings.startup_timeout) as (container, endpoint):
         yield Deployment(target, _complete(target, endpoint), container)
 
 
-def built_deployment(target: ServingTarget, sources: Path) -> Path:
-    """The target's model repository for its card, built once into the cache and reused.
+def built_deployment(target: ServingTarget, sources: Path, candidate: ModelCard | None = None) -> Path:
+    """The target's model repository for its card (and ``candidate`` beside it, for a release),
+    built once into the cache and reused.
 
-    Keyed by the card (artifact bytes and every field), the target and the bytes of its handler
-    sources, so an edited handler or a new artifact gets a new deployment; built under a temporary
-    name and renamed, so concurrent sessions never mount half a repository.
+    Keyed by the card (artifact bytes and every field), the candidate's, the target and the bytes
+    of its handler sources, so an edited handler or a new artifact gets a new deployment; built
+    under a temporary name and renamed, so concurrent sessions never mount half a repository.
     """
-    digest = hashlib.sha256(f"{DEPLOYMENT_FORMAT}\0{target.name}\0{target.card.card_id}".encode())
+    pair = f"\0{candidate.card_id}" if candidate is not None else ""
+    digest = hashlib.sha256(f"{DEPLOYMENT_FORMAT}\0{target.name}\0{target.card.card_id}{pair}".encode())
     for path in sorted(p for p in sources.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(f"\0{path.relative_to(sources)}\0".encode() + path.read_bytes())
-    dest = cache_root() / "deployments" / f"{target.name}-{target.card.name}-{digest.hexdigest()[:16]}"
+    names = target.card.name + (f"+{candidate.name}" if candidate is not None else "")
+    dest = cache_root() / "deployments" / f"{target.name}-{names}-{digest.hexdigest()[:16]}"
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".tmp-{dest.name}-") as scratch:
         built = Path(scratch) / "repo"
         built.mkdir()
-        target.build_deployment(sources, built)
+        if candidate is None:
+            target.build_deployment(sources, built)
+        else:
+            target.build_release_deployment(sources, built, candidate)
         built.chmod(0o755)
         try:
             os.replace(built, dest)

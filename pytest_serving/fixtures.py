@@ -11,6 +11,7 @@ from .containers.resources import ResourceMonitor
 from .deployment import Deployment, Unavailable, deploy
 from .load.fixture import ServingLoad
 from .protocols.client import ClassifierClient
+from .release.side_by_side import CANDIDATE, CURRENT, ReleaseGate, Version
 from .report.results import ResultsStore
 from .samples import Sample
 from .session import SessionState, state
@@ -136,3 +137,43 @@ def serving_load(
         server_metrics=serving_deployment.target.server_metrics,
         strict=session.release.limits.strict,
     )
+
+
+@pytest.fixture
+def serving_release(
+    pytestconfig: pytest.Config,
+    serving_target_name: str,
+    serving_samples: list[Sample],
+    serving_reference: dict[str, Prediction],
+) -> Iterator[ReleaseGate]:
+    """The current model and --serving-candidate side by side: one server of the current target (its
+    own container) hosting both as two versions of one model. ``serving_release()`` runs every sample
+    on both, then interleaved closed-loop windows (--serving-release-windows, -window, -users), writes
+    ``targets.<name>.release`` and fails on a fail verdict (an inconclusive one warns, and fails with
+    --serving-release-strict). Skips with the reason where the target cannot host two versions."""
+    session = state(pytestconfig)
+    settings, release = session.settings, session.release
+    try:
+        with deploy(serving_target_name, settings, candidate=release.candidate) as deployment:
+            target = deployment.target
+            current, candidate = target.release_versions
+            versions = (
+                Version(CURRENT, settings.card.name, current, target.version_protocol(current), serving_reference),
+                Version(
+                    CANDIDATE,
+                    release.candidate.name,
+                    candidate,
+                    target.version_protocol(candidate),
+                    session.reference(serving_samples, release.candidate),
+                ),
+            )
+            yield ReleaseGate(
+                deployment.endpoint,
+                versions,
+                serving_samples,
+                release,
+                session.results,
+                allow_remote=settings.load.allow_remote,
+            )
+    except Unavailable as unavailable:
+        pytest.skip(f"release comparison on {serving_target_name}: {unavailable}")

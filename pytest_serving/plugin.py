@@ -25,6 +25,7 @@ MARKERS = (
     "serving_robustness: robustness tests (corrupt and malformed requests get a clear 4xx; the server survives)",
     "serving_load(**options): options and budgets for the serving_load fixture (see pytest --fixtures)",
     "serving_load_suite(mode): built-in load test that runs under --serving-load=MODE (soak: under --serving-soak)",
+    "serving_release: the release comparison of --serving-candidate against the current model (runs only with it)",
 )
 
 
@@ -86,15 +87,19 @@ def pytest_configure_node(node) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None]:
-    """Keep only the built-in load tests of the selected --serving-load mode; mark each test's target
+    """Keep only the built-in load tests of the selected --serving-load mode, and the release tests only
+    with --serving-candidate; mark each test's target
     for xdist before it reads the groups; then, after pytest's own reordering, run each target's
     tests together so its server boots once."""
     load = session.state(config).settings.load
     modes = {load.mode, "soak"} if load.soak else {load.mode}
+    candidate = session.state(config).release.candidate
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("serving_load_suite")
-        (drop if marker and marker.args[0] not in modes else keep).append(item)
+        other_mode = marker is not None and marker.args[0] not in modes
+        no_candidate = candidate is None and item.get_closest_marker("serving_release") is not None
+        (drop if other_mode or no_candidate else keep).append(item)
         target = target_of(item)
         if target:
             item.add_marker(pytest.mark.xdist_group(f"serving-{target}"))

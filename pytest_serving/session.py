@@ -12,6 +12,7 @@ from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
 from .load.resources import lifetime_resources
+from .model.card import ModelCard
 from .release.options import ReleaseSettings
 from .report.results import ResultsStore
 from .samples import Sample, SampleError, default_samples, discover, discover_labelled, read_csv
@@ -30,7 +31,7 @@ class SessionState:
         report = settings.report_dir
         self.results = ResultsStore(report / "results.json" if report else None)
         #: Parsed here, in pytest_configure: a mistake in them is a usage error before any container starts.
-        self.release = ReleaseSettings.from_config(config)
+        self.release = ReleaseSettings.from_config(config, settings)
         #: target name -> ("ran", details) or ("skipped", reason), for the terminal summary.
         self.outcomes: dict[str, tuple[str, str]] = {}
         self._samples: list[Sample] | None = None
@@ -63,30 +64,31 @@ class SessionState:
                 raise pytest.UsageError(f"pytest-serving: {error}") from None
         return self._samples
 
-    def reference(self, samples: list[Sample]) -> dict[str, Prediction]:
-        """In-process predictions, cached in .pytest_cache by card (artifact and fields) and sample bytes."""
-        card = self.settings.card
+    def reference(self, samples: list[Sample], card: ModelCard | None = None) -> dict[str, Prediction]:
+        """In-process predictions of ``card`` (default: the deployed one), cached in .pytest_cache by
+        card (artifact and fields) and sample bytes."""
+        card = card or self.settings.card
         digest = hashlib.sha256(card.card_id.encode())
         for sample in samples:
             digest.update(hashlib.sha256(sample.data).digest())
         key = f"pytest-serving/reference/{card.name}/{digest.hexdigest()[:24]}"
         cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
         if cache is None:
-            cached = self._predict(samples)
+            cached = self._predict(samples, card)
         else:
             # xdist workers share the cache: the first computes while the others wait for its answer.
             with open(cache.mkdir("pytest-serving") / "reference.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 cached = cache.get(key, None)
                 if cached is None:
-                    cached = self._predict(samples)
+                    cached = self._predict(samples, card)
                     cache.set(key, cached)
         return {sample_id: Prediction(tuple(c), tuple(p)) for sample_id, (c, p) in cached.items()}
 
-    def _predict(self, samples: list[Sample]) -> dict[str, list[list]]:
+    def _predict(self, samples: list[Sample], card: ModelCard) -> dict[str, list[list]]:
         from .model.reference import ReferenceClassifier
 
-        predictions = ReferenceClassifier(self.settings.card).predict_many([s.data for s in samples])
+        predictions = ReferenceClassifier(card).predict_many([s.data for s in samples])
         return {s.id: [list(p.classes), list(p.probabilities)] for s, p in zip(samples, predictions)}
 
     @cached_property

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ..settings import OPTIONS, Option, raw_value
+from ..model.card import CardError, ModelCard, load_card
+from ..settings import OPTIONS, Option, Settings, raw_value
 from .verdict import ReleaseLimits
 
 #: Fewer interleaved windows than this per version cannot give a bootstrap interval worth the name.
@@ -18,7 +19,8 @@ ROLLOUT_MODES = ("on", "off")
 class ReleaseSettings:
     """``--serving-candidate`` and how the candidate is judged against the current model."""
 
-    candidate: str | None
+    #: The candidate's card, loaded and checked against the current card's labels.
+    candidate: ModelCard | None
     limits: ReleaseLimits
     windows: int
     window_s: float
@@ -27,7 +29,7 @@ class ReleaseSettings:
     rollout_grace_s: float
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> ReleaseSettings:
+    def from_config(cls, config: pytest.Config, settings: Settings) -> ReleaseSettings:
         def value(name: str, kind: type = str, low: float | None = None, high: float | None = None):
             option = _option(name)
             raw = raw_value(config, option)
@@ -49,8 +51,9 @@ class ReleaseSettings:
         rollout = value("serving-rollout")
         if rollout not in ROLLOUT_MODES:
             raise pytest.UsageError(f"--serving-rollout: expected on or off, got {rollout!r}")
+        candidate = value("serving-candidate")
         return cls(
-            candidate=value("serving-candidate"),
+            candidate=candidate_card(candidate, settings.card) if candidate is not None else None,
             limits=ReleaseLimits(
                 max_accuracy_drop_points=value("serving-max-accuracy-drop", float, 0, 100),
                 min_agreement=value("serving-min-agreement", float, 0, 1),
@@ -63,6 +66,25 @@ class ReleaseSettings:
             rollout=rollout == "on",
             rollout_grace_s=value("serving-rollout-grace", float, 0),
         )
+
+
+def candidate_card(value: str, current: ModelCard) -> ModelCard:
+    """The candidate's card; a usage error naming the field unless it loads and answers with the
+    current card's labels (same names in the same order, or both ImageNet)."""
+    try:
+        card = load_card(value)
+    except CardError as error:
+        raise pytest.UsageError(f"--serving-candidate: {error}") from None
+    if card.labels != current.labels or card.num_classes != current.num_classes:
+        raise pytest.UsageError(
+            f"--serving-candidate {card.source}: labels: {_labels(card)} differ from the current model "
+            f"{current.source}'s {_labels(current)}: a candidate must answer with the same labels in the same order"
+        )
+    return card
+
+
+def _labels(card: ModelCard) -> str:
+    return "ImageNet's 1000 classes" if card.labels is None else f"{len(card.labels)} labels ({', '.join(card.labels[:3])}, ...)"
 
 
 def _option(name: str) -> Option:

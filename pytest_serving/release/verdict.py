@@ -133,10 +133,12 @@ def decide(
     throughput: RatioInterval | None,
     limits: ReleaseLimits,
     measured: dict | None = None,
+    other: Sequence[Finding] = (),
 ) -> ReleaseRecord:
     """The release record of one target from whatever was measured (a part not measured is left
-    out of the verdict and says so); ``measured`` adds the windows and latency samples to ``latency``."""
-    findings: list[Finding] = []
+    out of the verdict and says so); ``measured`` adds the windows and latency samples to ``latency``;
+    ``other`` findings (failed requests, a version that disagrees with its own model) join the verdict."""
+    findings: list[Finding] = list(other)
     accuracy: dict = {"measured": False}
     if paired is not None:
         parts = accuracy_findings(paired, limits)

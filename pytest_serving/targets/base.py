@@ -98,6 +98,22 @@ class ServingTarget(ABC):
         """Why this target cannot deploy ``self.card`` at all (e.g. it needs an artifact the card lacks)."""
         return None
 
+    #: A release deployment's versions of the model: the current one, then the candidate.
+    release_versions: ClassVar[tuple[str, str]] = ("1", "2")
+
+    def release_unsupported(self) -> str | None:
+        """Why this server cannot host the current model and a candidate side by side (None: it can)."""
+        return f"{self.name}: serving the current model and a candidate side by side is not implemented for it"
+
+    def build_release_deployment(self, sources: Path, dest: Path, candidate: ModelCard) -> None:
+        """Write into the empty folder ``dest`` a model repository that serves the current model and
+        ``candidate`` as ``release_versions`` of one model, both loaded at start."""
+        raise NotImplementedError(self.release_unsupported())
+
+    def version_protocol(self, version: str) -> Protocol:
+        """The protocol addressed to one version of the model."""
+        raise NotImplementedError(self.release_unsupported())
+
     @abstractmethod
     def command(self) -> list[str]:
         """The server's command line inside the container."""

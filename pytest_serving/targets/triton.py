@@ -148,6 +148,28 @@ class Triton(ServingTarget):
         os.link(version / MODEL_FILE, onnx_version / MODEL_FILE)
         (onnx_version.parent / "config.pbtxt").write_text(onnx_backend_config(self.card))
 
+    def release_unsupported(self) -> str | None:
+        if self.image_origin == "official":
+            return (
+                "triton: the official image runs the onnxruntime variant; side-by-side versions need the offline image"
+            )
+        return None
+
+    def build_release_deployment(self, sources: Path, dest: Path, candidate: ModelCard) -> None:
+        """One model folder (named after the current card) with version 1 (the current card) and 2
+        (``candidate``), both named in its version policy, so explicit model control loads both."""
+        model = dest / self.card.name
+        for version, card in zip(self.release_versions, (self.card, candidate)):
+            folder = write_card_files(card, model / version)
+            shutil.copyfile(sources / "model.py", folder / "model.py")
+        versions = ", ".join(self.release_versions)
+        (model / "config.pbtxt").write_text(
+            (sources / "config.pbtxt").read_text() + f"\nversion_policy: {{ specific: {{ versions: [{versions}] }} }}\n"
+        )
+
+    def version_protocol(self, version: str) -> Protocol:
+        return V2Protocol(self.deployed_model, version=version)
+
     def command(self) -> list[str]:
         return [
             "tritonserver",
