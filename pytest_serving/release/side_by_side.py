@@ -93,6 +93,17 @@ def compare(
                 Finding("errors", FAIL, f"errors: {count} requests to the {role} version failed under load")
             )
     latency = {role: [np.asarray(s.latency_sample_ms) for r, s in windows if r == role] for role in failed}
+    for role, blocks in latency.items():
+        measured_windows = sum(1 for block in blocks if block.size)
+        if measured_windows < settings.windows:
+            findings.append(
+                Finding(
+                    "windows",
+                    INCONCLUSIVE,
+                    f"windows: only {measured_windows} of {settings.windows} windows of the {role} version measured a "
+                    f"successful answer: lengthen --serving-release-window (now {settings.window_s:g} s)",
+                )
+            )
     rates = {role: [np.array([s.rps]) for r, s in windows if r == role] for role in failed}
     measured = {
         "windows": [
