@@ -337,6 +337,8 @@ def _warn_if_unstable(stats: PhaseStats, budget: Budget) -> None:
         warnings.warn(
             UnstablePhaseWarning(f"{describe_load(stats)}, n={stats.n}: met its budgets, but {note}"), stacklevel=3
         )
+
+
 def baseline_record(findings: list[Finding]) -> dict:
     """The ``baseline`` key of a load entry: the comparison's verdict and every finding."""
     if not findings:

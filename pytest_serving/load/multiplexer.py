@@ -28,6 +28,7 @@ import errno
 import heapq
 import itertools
 import os
+import re
 import select
 import socket
 import time
@@ -42,10 +43,13 @@ EPOLL_FAILED = select.EPOLLERR | select.EPOLLHUP
 # Errors after which a request that got no byte back on a kept-alive connection is sent again, once.
 STALE_CONNECTION_ERRORS = (RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
-#: Called with (send time, HTTP status or error name, answer time), perf_counter seconds.
-OnAnswer = Callable[[float, "int | str", float], None]
+#: Called with (send time, HTTP status or error name, answer time, tag), perf_counter seconds; the tag is
+#: what the answer_tag pattern found in the answer's body ("" when none, or no pattern).
+OnAnswer = Callable[[float, "int | str", float, str], None]
 #: Called with (the request's bytes, its HTTP status, the answer's body) when bodies are kept.
 OnBody = Callable[[bytes, int, bytes], None]
+#: How far into an answer's body an answer_tag pattern is searched.
+TAG_SEARCH_BYTES = 256
 MAX_SPIN_S = 0.002
 SPIN_SHARE = 0.1
 
@@ -125,13 +129,21 @@ class Multiplexer:
     millisecond later, which would be the generator's delay, not the server's.
     """
 
-    def __init__(self, endpoint: Endpoint, timeout: float, on_answer: OnAnswer, on_body: OnBody | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeout: float,
+        on_answer: OnAnswer,
+        on_body: OnBody | None = None,
+        answer_tag: re.Pattern[bytes] | None = None,
+    ) -> None:
         if endpoint.tls:
             raise ValueError("the multiplexer speaks plain HTTP; use KeepAliveConnection for https")
         self.endpoint = endpoint
         self.timeout = timeout
         self._on_answer = on_answer
         self._on_body = on_body
+        self._answer_tag = answer_tag
         self._epoll = get_original("select", "epoll")()
         # Written by ``add`` so that a loop asleep in its wait starts a new flow at once.
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -234,7 +246,7 @@ class Multiplexer:
         flow.request = next(schedule.requests)
         flow.wire = memoryview(flow.request)
         flow.retried = False
-        flow.reader.start(self._on_body is not None)
+        flow.reader.start(self._on_body is not None or self._answer_tag is not None)
         flow.busy = True
         flow.started = due_time  # latency counts from the schedule, not from when the send began
         self._send_or_connect(flow)
@@ -249,7 +261,7 @@ class Multiplexer:
         flow.request = request
         flow.wire = memoryview(flow.request)
         flow.retried = False
-        flow.reader.start(self._on_body is not None)
+        flow.reader.start(self._on_body is not None or self._answer_tag is not None)
         flow.busy = True
         flow.started = time.perf_counter()
         self._send_or_connect(flow)
@@ -319,7 +331,7 @@ class Multiplexer:
 
     def _answered(self, flow: Flow, outcome: int | str, ended: float) -> None:
         flow.busy = False
-        self._on_answer(flow.started, outcome, ended)
+        self._on_answer(flow.started, outcome, ended, self._tag(flow, outcome))
         if isinstance(outcome, int):
             if self._on_body is not None:
                 self._on_body(flow.request, outcome, bytes(flow.reader.body))
@@ -335,6 +347,13 @@ class Multiplexer:
             heapq.heappush(self._due, (next_send, next(self._order), flow))
         else:
             self._begin(flow)
+
+    def _tag(self, flow: Flow, outcome: int | str) -> str:
+        """What the answer_tag pattern's first group found at the start of the answer's body, or ""."""
+        if self._answer_tag is None or not isinstance(outcome, int):
+            return ""
+        found = self._answer_tag.search(flow.reader.body, 0, TAG_SEARCH_BYTES)
+        return found.group(1).decode("utf-8", "replace") if found else ""
 
     def _fail(self, flow: Flow, error: OSError | ProtocolError | str) -> None:
         stale = (

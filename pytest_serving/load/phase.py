@@ -68,6 +68,9 @@ class LoadPhase:
     stability_windows: int = 3
     stability_tolerance: float = 0.10
     max_warmup: float | None = None
+    #: A regular expression whose first group, found in the first bytes of an answer's body, is
+    #: recorded with the request (``RawSamples.tag``): which model version answered, for instance.
+    answer_tag: str | None = None
 
     def __post_init__(self) -> None:
         if (self.users is None) == (self.rate is None):

@@ -69,9 +69,20 @@ class RawSamples:
     #: How long the warm-up lasted, and how it ended when it adapts (``LoadPhase.max_warmup``).
     warmup_s: float | None = None
     warmup_note: str = ""
+    #: Per request, the index in ``tags`` of what its answer carried (the phase's ``answer_tag``), -1 for
+    #: nothing; empty when the phase recorded no tags.
+    tag: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    tags: list[str] = field(default_factory=list)
+
+    def tag_names(self) -> list[str]:
+        """Each request's tag ("" for none), in request order."""
+        if self.tag.size != self.code.size:
+            return [""] * int(self.code.size)
+        return [self.tags[index] if index >= 0 else "" for index in self.tag.tolist()]
 
     def save(self, path: str | Path) -> None:
         meta = {
+            "tags": self.tags,
             "reasons": self.reasons,
             "late_sends": self.late_sends,
             "dropped_sends": self.dropped_sends,
@@ -88,6 +99,7 @@ class RawSamples:
                 latency_ms=self.latency_ms,
                 code=self.code,
                 completed_s=self.completed_s,
+                tag=self.tag,
                 meta=np.array(json.dumps(meta)),
             )
 
@@ -95,7 +107,8 @@ class RawSamples:
     def load(cls, path: str | Path) -> RawSamples:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"][()]))
-            return cls(data["offset_s"], data["latency_ms"], data["code"], data["completed_s"], **meta)
+            tag = data["tag"] if "tag" in data.files else np.zeros(0, dtype=np.int32)
+            return cls(data["offset_s"], data["latency_ms"], data["code"], data["completed_s"], tag=tag, **meta)
 
     @classmethod
     def merge(cls, parts: Sequence[RawSamples]) -> RawSamples:
@@ -111,6 +124,14 @@ class RawSamples:
                 failed = code < 0
                 code[failed] = -1 - renumber[-1 - code[failed]]
             codes.append(code)
+        tags = sorted({tag for part in parts for tag in part.tags})
+        renumbered = []
+        for part in parts:
+            if part.tag.size != part.code.size:
+                renumbered.append(np.full(part.code.size, -1, dtype=np.int32))
+                continue
+            mapping = np.array([tags.index(tag) for tag in part.tags] + [-1], dtype=np.int32)
+            renumbered.append(mapping[part.tag])  # -1 indexes the appended -1: no tag stays no tag
         return cls(
             offset_s=np.concatenate([part.offset_s for part in parts]),
             latency_ms=np.concatenate([part.latency_ms for part in parts]),
@@ -124,6 +145,8 @@ class RawSamples:
             cpu_warnings=sum(part.cpu_warnings for part in parts),
             warmup_s=max((part.warmup_s for part in parts if part.warmup_s is not None), default=None),
             warmup_note="; ".join(part.warmup_note for part in parts if part.warmup_note),
+            tag=np.concatenate(renumbered) if tags else np.zeros(0, dtype=np.int32),
+            tags=tags,
         )
 
     def status_counts(self) -> dict[str, int]:
@@ -141,11 +164,14 @@ class SampleRecorder:
         self._codes: list[int] = []
         self._completions: list[float] = []
         self._reasons: dict[str, int] = {}
+        self._tags: list[int] = []
+        self._tag_names: dict[str, int] = {}
         self.late_sends = 0
         self.dropped_sends = 0
 
-    def record(self, offset_s: float, latency_ms: float, outcome: int | str) -> None:
-        """One measured request; ``outcome`` is its HTTP status or why it got none."""
+    def record(self, offset_s: float, latency_ms: float, outcome: int | str, tag: str = "") -> None:
+        """One measured request; ``outcome`` is its HTTP status or why it got none, ``tag`` what its answer carried."""
+        self._tags.append(self._tag_names.setdefault(tag, len(self._tag_names)) if tag else -1)
         if isinstance(outcome, str):
             code = -1 - self._reasons.setdefault(outcome, len(self._reasons))
         else:
@@ -173,6 +199,8 @@ class SampleRecorder:
             cpu_warnings=int(cpu_warning),
             warmup_s=warmup_s,
             warmup_note=warmup_note,
+            tag=np.array(self._tags, dtype=np.int32) if self._tag_names else np.zeros(0, dtype=np.int32),
+            tags=list(self._tag_names),
         )
 
 

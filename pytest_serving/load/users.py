@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,8 +97,9 @@ class ProcessRun:
     def measured(self, offset_s: float) -> bool:
         return 0.0 <= offset_s < self.phase.duration
 
-    def finished(self, due: float, outcome: int | str, ended: float | None = None) -> None:
-        """A request due at ``due`` ended at ``ended`` (perf_counter times; default now): keep it if in the window."""
+    def finished(self, due: float, outcome: int | str, ended: float | None = None, tag: str = "") -> None:
+        """A request due at ``due`` ended at ``ended`` (perf_counter times; default now): keep it if in the
+        window, with the ``tag`` its answer carried (the phase's ``answer_tag``)."""
         if ended is None:
             ended = time.perf_counter()
         if self.warmup_watch is not None and ended < self.window_opens:
@@ -105,7 +107,7 @@ class ProcessRun:
             self.warmup_watch.answered(ended - self.started, (ended - due) * 1000.0, success)
         due_offset = self.window_offset(due)
         if self.measured(due_offset):
-            self.recorder.record(due_offset, (ended - due) * 1000.0, outcome)
+            self.recorder.record(due_offset, (ended - due) * 1000.0, outcome, tag)
         ended_offset = self.window_offset(ended)
         if self.measured(ended_offset):
             self.recorder.completed(ended_offset)
@@ -172,7 +174,8 @@ class ProcessRun:
         """The process's one sending loop (plain http), started by the first user that needs it."""
         if self._multiplexer is None:
             on_body = self.answers.keep if self.answers is not None else None
-            self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished, on_body)
+            tag = re.compile(self.phase.answer_tag.encode()) if self.phase.answer_tag else None
+            self._multiplexer = Multiplexer(endpoint, self.phase.request_timeout, self.finished, on_body, tag)
             gevent.spawn(self._multiplexer.run, self.window_closes).link_exception(_report_greenlet_crash)
         return self._multiplexer
 

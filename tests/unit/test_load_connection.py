@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import socket
 import threading
 import time
@@ -295,7 +296,7 @@ def run_flows(server_url: str, flows: list[Flow], timeout: float = 2.0) -> list[
     """Drive the flows to their end; (send time, outcome) of every request."""
     answers: list[tuple[float, int | str]] = []
 
-    def on_answer(started: float, outcome: int | str, ended: float) -> None:
+    def on_answer(started: float, outcome: int | str, ended: float, tag: str) -> None:
         assert started < ended <= time.perf_counter()
         answers.append((started, outcome))
 
@@ -383,7 +384,7 @@ def test_flow_added_while_the_loop_waits_starts_at_once():
     server = ScriptedServer([[OK], [OK]])
     answers: list[tuple[float, int | str]] = []
     multiplexer = Multiplexer(
-        Endpoint(server.url), 30.0, lambda started, outcome, ended: answers.append((started, outcome))
+        Endpoint(server.url), 30.0, lambda started, outcome, ended, tag: answers.append((started, outcome))
     )
     multiplexer.add(flow(1))
     late = flow(1)
@@ -395,9 +396,27 @@ def test_flow_added_while_the_loop_waits_starts_at_once():
     assert answers[1][0] - answers[0][0] < 0.25  # not held until the loop's next timeout check (3 s here)
 
 
+def test_multiplexer_tags_each_answer_with_what_its_body_names():
+    def versioned(version: bytes) -> bytes:
+        body = b'{"model_name":"m","model_version":"' + version + b'"}'
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+    server = ScriptedServer([[versioned(b"1"), versioned(b"2"), OK]])
+    tags: list[tuple[int | str, str]] = []
+    multiplexer = Multiplexer(
+        Endpoint(server.url),
+        5.0,
+        lambda started, outcome, ended, tag: tags.append((outcome, tag)),
+        answer_tag=re.compile(rb'"model_version":"([^"]*)"'),
+    )
+    multiplexer.add(flow(3))
+    multiplexer.run(time.perf_counter() + 2.0)
+    assert tags == [(200, "1"), (200, "2"), (200, "")]
+
+
 def test_multiplexer_refuses_tls():
     with pytest.raises(ValueError, match="plain HTTP"):
-        Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended: None)
+        Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended, tag: None)
 
 
 # The open loop's schedule on the multiplexer.
@@ -412,7 +431,9 @@ def run_schedule(server_url: str, offsets_s: list[float], max_in_flight: int = 8
     due_times = [start + offset for offset in offsets_s]
     schedule = Schedule(due_times, itertools.repeat(GET), max_in_flight, late_s, late.append, dropped.append)
     multiplexer = Multiplexer(
-        Endpoint(server_url), 5.0, lambda started, outcome, ended: answers.append(((ended - started) * 1000, outcome))
+        Endpoint(server_url),
+        5.0,
+        lambda started, outcome, ended, tag: answers.append(((ended - started) * 1000, outcome)),
     )
     multiplexer.add_schedule(schedule)
     multiplexer.run(time.perf_counter())
@@ -484,7 +505,7 @@ def test_multiplexer_hands_each_answer_body_with_the_request_it_answers():
     server = ScriptedServer([[OK, chunked]])
     bodies: list[tuple[bytes, int, bytes]] = []
     multiplexer = Multiplexer(
-        Endpoint(server.url), 2.0, lambda started, outcome, ended: None, lambda *answer: bodies.append(answer)
+        Endpoint(server.url), 2.0, lambda started, outcome, ended, tag: None, lambda *answer: bodies.append(answer)
     )
     multiplexer.add(Flow(iter([first, second]), time.perf_counter() + 30, 0.0))
     multiplexer.run(time.perf_counter())

@@ -190,3 +190,19 @@ def test_phase_stats_are_json_ready():
     assert document["started_at"].startswith("2023-11-14T22:13:20")
     assert document["stable"] is False
     assert set(document) >= {"n", "rps", "failure_rate", "status_counts", "late_sends", "dropped_sends", "windows"}
+
+
+def test_tags_are_recorded_saved_and_merged_by_name(tmp_path):
+    first, second = SampleRecorder(), SampleRecorder()
+    first.record(0.1, 5.0, 200, "1")
+    first.record(0.2, 5.0, "TimeoutError")
+    second.record(0.3, 5.0, 200, "2")
+    second.record(0.4, 5.0, 200, "1")
+    first.samples(0.0).save(tmp_path / "a.npz")
+    merged = RawSamples.merge([RawSamples.load(tmp_path / "a.npz"), second.samples(0.0)])
+    assert merged.tags == ["1", "2"]
+    assert merged.tag_names() == ["1", "", "2", "1"]
+    untagged = SampleRecorder()
+    untagged.record(0.1, 5.0, 200)
+    assert untagged.samples(0.0).tag.size == 0
+    assert RawSamples.merge([untagged.samples(0.0), second.samples(0.0)]).tag_names() == ["", "2", "1"]
