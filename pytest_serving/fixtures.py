@@ -150,7 +150,10 @@ def serving_release(
     own container) hosting both as two versions of one model. ``serving_release()`` runs every sample
     on both, then interleaved closed-loop windows (--serving-release-windows, -window, -users), writes
     ``targets.<name>.release`` and fails on a fail verdict (an inconclusive one warns, and fails with
-    --serving-release-strict). Skips with the reason where the target cannot host two versions."""
+    --serving-release-strict); then (--serving-rollout=on) switches from current to candidate under
+    open-loop load at half the current's measured rate and fails on any failed request or any answer
+    from the old version later than --serving-rollout-grace after the switch (``targets.<name>.rollout``).
+    Skips with the reason where the target cannot host two versions."""
     session = state(pytestconfig)
     settings, release = session.settings, session.release
     try:
@@ -169,6 +172,7 @@ def serving_release(
             )
             yield ReleaseGate(
                 deployment.endpoint,
+                target,
                 versions,
                 serving_samples,
                 release,

@@ -22,11 +22,13 @@ from ..load.runner import run_phase
 from ..load.stats import LATENCY_SAMPLE_SIZE, PhaseStats
 from ..protocols.base import Prediction, Protocol
 from ..protocols.client import ClassifierClient
-from ..report.results import ReleaseRecord, ResultsStore, record_release
+from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout
 from ..samples import Sample
-from ..targets.base import Endpoint
+from ..targets.base import Endpoint, ServingTarget
 from .options import ReleaseSettings
+from .rollout import rollout_problems
 from .stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
+from .switch import run_rollout
 from .verdict import FAIL, INCONCLUSIVE, Finding, InconclusiveComparison, decide, gate_failures
 
 CURRENT, CANDIDATE = "current", "candidate"
@@ -178,11 +180,16 @@ def pooled_sample(blocks: Sequence[np.ndarray], size: int = LATENCY_SAMPLE_SIZE)
     return [round(value, 3) for value in values.tolist()]
 
 
+#: The rollout's open-loop rate as a share of the rate the current version sustained in its windows.
+ROLLOUT_RATE_SHARE = 0.5
+
+
 @dataclass
 class ReleaseGate:
-    """What the ``serving_release`` fixture hands a test: call it to compare, record and gate."""
+    """What the ``serving_release`` fixture hands a test: call it to compare, roll out, record and gate."""
 
     endpoint: Endpoint
+    target: ServingTarget
     versions: tuple[Version, Version]
     samples: Sequence[Sample]
     settings: ReleaseSettings
@@ -190,8 +197,10 @@ class ReleaseGate:
     allow_remote: bool = False
 
     def __call__(self) -> ReleaseRecord:
-        """Compare both versions, write ``targets.<name>.release``, then fail the test on a failed
-        verdict (or an inconclusive one with --serving-release-strict); an inconclusive one warns."""
+        """Compare both versions and write ``targets.<name>.release``; then, unless --serving-rollout=off,
+        switch from current to candidate under open-loop load and write ``targets.<name>.rollout``.
+        Fails the test on a failed verdict (an inconclusive one with --serving-release-strict; otherwise
+        it warns) and on a rollout that failed requests or answered from the old version too late."""
         record = compare(self.endpoint, self.versions, self.samples, self.settings, allow_remote=self.allow_remote)
         target = self.endpoint.target
         record_release(self.results, target, record)
@@ -199,6 +208,33 @@ class ReleaseGate:
         if record.verdict == INCONCLUSIVE and not strict:
             warnings.warn(InconclusiveComparison(f"{target} release: " + " | ".join(record.reasons)), stacklevel=2)
         failures = gate_failures(record.verdict, record.reasons, strict, f"{target} release")
+        if self.settings.rollout:
+            failures += self._rollout(record)
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return record
+
+    def _rollout(self, record: ReleaseRecord) -> list[str]:
+        """The rollout at half the current version's measured rate; its problems (a server that cannot
+        switch live is recorded as skipped, with the reason, and warns)."""
+        name = self.endpoint.target
+        unsupported = self.target.rollout_unsupported()
+        if unsupported:
+            self.results.set(("targets", name, "rollout_skipped"), unsupported)
+            warnings.warn(RolloutSkipped(f"{name} rollout skipped: {unsupported}"), stacklevel=3)
+            return []
+        rate = max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
+        rollout = run_rollout(
+            self.endpoint,
+            self.target,
+            self.samples,
+            rate,
+            self.settings.rollout_grace_s,
+            allow_remote=self.allow_remote,
+        )
+        record_rollout(self.results, name, rollout)
+        return rollout_problems(rollout, name)
+
+
+class RolloutSkipped(UserWarning):
+    """The target's server cannot switch model versions live; the rollout did not run."""

@@ -114,6 +114,22 @@ class ServingTarget(ABC):
         """The protocol addressed to one version of the model."""
         raise NotImplementedError(self.release_unsupported())
 
+    #: A regular expression whose first group, in the first bytes of an answer's body, names the
+    #: model version that gave it (the load engine's ``answer_tag``); None: answers do not say.
+    answer_version_pattern: ClassVar[str | None] = None
+
+    def rollout_unsupported(self) -> str | None:
+        """Why this server cannot switch from one version to the other under load (None: it can)."""
+        return f"{self.name}: switching model versions live is not implemented for it"
+
+    def serve_only(self, endpoint: Endpoint, version: str, timeout: float) -> None:
+        """Leave only ``version`` serving the model's unversioned requests (the rollout's start)."""
+        raise NotImplementedError(self.rollout_unsupported())
+
+    def switch(self, endpoint: Endpoint, old: str, new: str, timeout: float) -> None:
+        """Switch the model's unversioned requests from ``old`` to ``new`` live; return once ``old`` is gone."""
+        raise NotImplementedError(self.rollout_unsupported())
+
     @abstractmethod
     def command(self) -> list[str]:
         """The server's command line inside the container."""

@@ -19,6 +19,7 @@ through the onnxruntime wheel) and the local response cache.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -169,6 +170,42 @@ class Triton(ServingTarget):
 
     def version_protocol(self, version: str) -> Protocol:
         return V2Protocol(self.deployed_model, version=version)
+
+    #: Triton's V2 answers open with the model's name and version.
+    answer_version_pattern = r'"model_version":"([^"]*)"'
+
+    def rollout_unsupported(self) -> str | None:
+        return self.release_unsupported()
+
+    def serve_only(self, endpoint: Endpoint, version: str, timeout: float) -> None:
+        self._load_versions(endpoint, [version], timeout)
+
+    def switch(self, endpoint: Endpoint, old: str, new: str, timeout: float) -> None:
+        """Explicit model control: load the model with both versions (unversioned requests go to the
+        highest loaded one, the new), then with the new alone, which unloads the old."""
+        self._load_versions(endpoint, [old, new], timeout)
+        self._load_versions(endpoint, [new], timeout)
+
+    def _load_versions(self, endpoint: Endpoint, versions: list[str], timeout: float) -> None:
+        """(Re)load the model with its own configuration, its version policy replaced by ``versions``;
+        Triton answers once the load is done (or failed)."""
+        model = f"{endpoint.base_url}/v2/models/{self.deployed_model}"
+        with requests.Session() as session:
+            session.headers.update(endpoint.headers)
+            response = session.get(f"{model}/config", timeout=timeout)
+            response.raise_for_status()
+            config = response.json()
+            config["version_policy"] = {"specific": {"versions": [int(version) for version in versions]}}
+            response = session.post(
+                f"{endpoint.base_url}/v2/repository/models/{self.deployed_model}/load",
+                json={"parameters": {"config": json.dumps(config)}},
+                timeout=timeout,
+            )
+            if not response.ok:
+                raise RuntimeError(
+                    f"triton: loading {self.deployed_model} versions {versions} answered HTTP {response.status_code}: "
+                    f"{response.text[:500]}"
+                )
 
     def command(self) -> list[str]:
         return [
