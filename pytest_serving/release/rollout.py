@@ -46,7 +46,7 @@ def summarize_rollout(
 ) -> RolloutRecord:
     """The rollout record: an answer is stale when the old version gave it after the switch completed
     plus ``grace_s``; the switch window (for its p99) runs from the switch's start to that moment,
-    and steady state is every request sent outside it."""
+    and steady state is the old version's before the switch started."""
     versions = np.asarray(answers.version, dtype=object)
     settled = switch_done_s + grace_s
     stale = (versions == old_version) & (answers.answered_s > settled) & answers.ok
@@ -56,7 +56,7 @@ def summarize_rollout(
         failed=int((~answers.ok).sum()),
         stale_answers=int(stale.sum()),
         switch_s=switch_done_s - switch_started_s,
-        p99_steady_ms=_p99(answers.latency_ms[answers.ok & ~in_switch]),
+        p99_steady_ms=_p99(answers.latency_ms[answers.ok & (answers.sent_s < switch_started_s)]),
         p99_switch_ms=_p99(answers.latency_ms[answers.ok & in_switch]),
         rate=rate,
         grace_s=grace_s,

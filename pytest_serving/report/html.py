@@ -301,8 +301,8 @@ def _rollout_table(rollout: Mapping[str, Any]) -> str:
         "stale answers",
         "switch s",
         "grace s",
-        "p99 steady ms",
-        "p99 switch ms",
+        "p99 before switch ms",
+        "p99 during switch ms",
     ]
     row = [
         number(rollout.get("rate")),

@@ -412,7 +412,7 @@ def release_lines(data: Mapping[str, Any]) -> list[str]:
             f"rollout: {rollout['requests']} requests at {rollout.get('rate', 0):g}/s, {rollout['failed']} failed, "
             f"{rollout['stale_answers']} stale answers after {rollout.get('grace_s', 0):g} s grace, "
             f"switch {number(rollout.get('switch_s'), 2)} s, p99 {number(rollout.get('p99_switch_ms'))} ms during "
-            f"the switch vs {number(rollout.get('p99_steady_ms'))} ms steady"
+            f"the switch vs {number(rollout.get('p99_steady_ms'))} ms before it"
         )
     return lines
 
