@@ -152,7 +152,8 @@ def serving_release(
     ``targets.<name>.release`` and fails on a fail verdict (an inconclusive one warns, and fails with
     --serving-release-strict); then (--serving-rollout=on) switches from current to candidate under
     open-loop load at half the current's measured rate and fails on any failed request or any answer
-    from the old version later than --serving-rollout-grace after the switch (``targets.<name>.rollout``).
+    from the old version to a request sent later than --serving-rollout-grace after the switch
+    completed (``targets.<name>.rollout``).
     Skips with the reason where the target cannot host two versions."""
     session = state(pytestconfig)
     settings, release = session.settings, session.release

@@ -105,7 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-rollout", "switch from current to candidate under load: on or off", default="on"),
     Option(
         "serving-rollout-grace",
-        "seconds after the switch completes during which old-version answers are still allowed",
+        "seconds after the switch completes from which a request answered by the old version is stale",
         default="2",
     ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),

@@ -44,12 +44,13 @@ def summarize_rollout(
     grace_s: float,
     rate: float,
 ) -> RolloutRecord:
-    """The rollout record: an answer is stale when the old version gave it after the switch completed
-    plus ``grace_s``; the switch window (for its p99) runs from the switch's start to that moment,
+    """The rollout record: an answer is stale when the old version gave it to a request sent later
+    than ``grace_s`` after the switch completed (requests already queued on the old version may
+    drain from it); the switch window (for its p99) runs from the switch's start to that moment,
     and steady state is the old version's before the switch started."""
     versions = np.asarray(answers.version, dtype=object)
     settled = switch_done_s + grace_s
-    stale = (versions == old_version) & (answers.answered_s > settled) & answers.ok
+    stale = (versions == old_version) & (answers.sent_s > settled) & answers.ok
     in_switch = (answers.sent_s >= switch_started_s) & (answers.sent_s <= settled)
     return RolloutRecord(
         requests=int(answers.sent_s.size),
@@ -103,8 +104,8 @@ def rollout_problems(record: RolloutRecord, target: str) -> list[str]:
         problems.append(f"{where}: {record.failed} of {record.requests} requests failed")
     if record.stale_answers:
         problems.append(
-            f"{where}: {record.stale_answers} answers from the old version more than {record.grace_s:g} s "
-            f"after the switch completed"
+            f"{where}: {record.stale_answers} answers from the old version to requests sent more than "
+            f"{record.grace_s:g} s after the switch completed"
         )
     if record.switch_s is not None and not math.isfinite(record.switch_s):
         problems.append(f"{where}: the switch never completed")

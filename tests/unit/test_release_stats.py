@@ -215,9 +215,10 @@ def answers(sent, latency, ok, version):
 
 
 def test_rollout_counts_failures_stale_answers_and_the_switch_window():
-    # Steady on v1 (0-4 s), switch from 5 to 6 s, grace 1 s, then v2; one v1 answer arrives at 8.1 s.
+    # Steady on v1 (0-4 s), switch from 5 to 6 s, grace 1 s, then v2; v1 answers a request sent at 8 s
+    # (stale) and, at 9 s, one sent at 5.8 s (queued before the switch completed: drained, not stale).
     sent = [0.5, 1.5, 2.5, 3.5, 4.5, 5.2, 5.8, 6.5, 7.5, 8.0, 9.5]
-    latency = [10, 10, 10, 10, 10, 300, 200, 10, 10, 100, 10]
+    latency = [10, 10, 10, 10, 10, 300, 3200, 10, 10, 100, 10]
     ok = [True] * 10 + [False]
     version = ["1"] * 7 + ["2", "2", "1", ""]
     record = summarize_rollout(
@@ -225,11 +226,11 @@ def test_rollout_counts_failures_stale_answers_and_the_switch_window():
         grace_s=1.0, rate=1.0,
     )  # fmt: skip
     assert (record.requests, record.failed, record.stale_answers, record.switch_s) == (11, 1, 1, 1.0)
-    assert record.p99_switch_ms == pytest.approx(np.percentile([300, 200, 10], 99))
+    assert record.p99_switch_ms == pytest.approx(np.percentile([300, 3200, 10], 99))
     assert record.p99_steady_ms == pytest.approx(10.0)
     problems = rollout_problems(record, "triton")
     assert any("1 of 11 requests failed" in line for line in problems)
-    assert any("1 answers from the old version more than 1 s after" in line for line in problems)
+    assert any("1 answers from the old version to requests sent more than 1 s after" in line for line in problems)
     seconds = record.timeline
     assert [entry["sent"] for entry in seconds] == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]
     assert seconds[5]["versions"] == {"1": 1.0} and seconds[8]["versions"] == {"1": 1.0}
