@@ -126,3 +126,26 @@ def test_a_target_declares_its_own_options_on_its_class(pytester):
     pytester.runpytest("--serving-torchserve-auth=off").assert_outcomes(passed=1)
     help_text = pytester.runpytest("--help").stdout.str()
     assert "--serving-torchserve-auth" in help_text and "PYTEST_SERVING_TORCHSERVE_AUTH" in help_text
+
+
+def test_the_release_test_is_collected_only_with_a_candidate(pytester):
+    pytester.makepyfile("def test_unit(): pass")
+    without = pytester.runpytest("--serving=triton", "--collect-only", "-q", "--serving-samples-limit=1")
+    without.stdout.no_fnmatch_line("*test_release.py*")
+    with_candidate = pytester.runpytest(
+        "--serving=triton", "--collect-only", "-q", "--serving-samples-limit=1", "--serving-candidate=resnet50"
+    )
+    with_candidate.stdout.fnmatch_lines(["*test_release.py::test_release[[]triton[]]*"])
+
+
+def test_release_limits_are_parsed_and_checked_before_anything_starts(pytester):
+    pytester.makepyfile("def test_unit(): pass")
+    for arguments, message in (
+        (["--serving-candidate=nonesuch"], "*--serving-candidate: unknown model 'nonesuch'*"),
+        (["--serving-min-agreement=1.5"], "*--serving-min-agreement: expected a number >= 0 and <= 1*"),
+        (["--serving-release-windows=3"], "*--serving-release-windows: expected a number >= 5*"),
+        (["--serving-rollout=maybe"], "*--serving-rollout: expected on or off*"),
+    ):
+        result = pytester.runpytest(*arguments)
+        assert result.ret == 4, arguments
+        result.stderr.fnmatch_lines([message])
