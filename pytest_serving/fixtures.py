@@ -144,7 +144,6 @@ def serving_release(
     pytestconfig: pytest.Config,
     serving_target_name: str,
     serving_samples: list[Sample],
-    serving_reference: dict[str, Prediction],
 ) -> Iterator[ReleaseGate]:
     """The current model and --serving-candidate side by side: one server of the current target (its
     own container) hosting both as two versions of one model. ``serving_release()`` runs every sample
@@ -162,7 +161,13 @@ def serving_release(
             target = deployment.target
             current, candidate = target.release_versions
             versions = (
-                Version(CURRENT, settings.card.name, current, target.version_protocol(current), serving_reference),
+                Version(
+                    CURRENT,
+                    settings.card.name,
+                    current,
+                    target.version_protocol(current),
+                    session.reference(serving_samples),
+                ),
                 Version(
                     CANDIDATE,
                     release.candidate.name,

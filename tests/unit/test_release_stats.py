@@ -14,6 +14,7 @@ from pytest_serving.release.stats import (
     bootstrap_ratio,
     mcnemar_exact,
     paired_correctness,
+    small_sample_widening,
     time_blocks,
     windows_needed,
 )
@@ -167,15 +168,19 @@ def interval(ratio, low, high, windows=5):
 def test_straddling_interval_is_inconclusive_and_says_how_many_windows_would_decide():
     finding = speed_finding(interval(1.05, 0.95, 1.15), 10.0, higher_is_worse=True)
     assert finding.verdict == INCONCLUSIVE
-    # Half-width 0.10 must shrink to 0.05: four times the windows.
-    assert finding.windows_needed == 20
-    assert "about 20 windows each would decide" in finding.reason
+    # On the log scale the half-width (0.091) must shrink below the distance to the limit (0.047):
+    # by sqrt(n) alone that is 20 windows, but the small-sample widening shrinks too (1.58 -> 1.12).
+    assert finding.windows_needed == 11
+    assert small_sample_widening(5) / math.sqrt(5) / (small_sample_widening(11) / math.sqrt(11)) > 0.091 / 0.047
+    assert "about 11 windows each would decide" in finding.reason
 
 
 def test_windows_needed_when_the_estimate_sits_on_the_limit_or_already_decides():
     assert windows_needed(interval(1.10, 1.0, 1.2), 1.10) is None
     assert windows_needed(interval(1.5, 1.3, 1.7), 1.10) == 5
-    assert windows_needed(interval(1.09, 1.0, 1.2), 1.10) == max(6, math.ceil(5 * (0.11 / 0.01) ** 2))
+    # An estimate just below the limit needs many more windows than one far from it.
+    assert windows_needed(interval(1.09, 1.0, 1.2), 1.10) > 10 * windows_needed(interval(1.05, 0.95, 1.15), 1.10)
+    assert windows_needed(interval(1.099999, 1.0, 1.2), 1.10) is None  # beyond MAX_WINDOWS_NEEDED
     assert "no number of windows" in speed_finding(interval(1.1, 1.0, 1.2), 10.0, True).reason
 
 
@@ -189,6 +194,19 @@ def test_overall_verdict_is_the_worst_and_strict_fails_inconclusive():
     assert line.startswith("triton release: inconclusive [--serving-release-strict]: p95 latency")
     assert gate_failures(PASS, ["x"], strict=True, what="w") == []
     assert gate_failures(FAIL, ["a", "b"], strict=False, what="w") == ["w: fail: a", "w: fail: b"]
+
+
+def test_small_sample_widening_follows_student_t():
+    assert small_sample_widening(5) == pytest.approx(2.776 / 1.96 * math.sqrt(5 / 4), rel=1e-3)
+    assert small_sample_widening(2) > small_sample_widening(5) > small_sample_widening(30) > 1.0
+    assert small_sample_widening(1000) == pytest.approx(1.0, abs=1e-3)
+    assert small_sample_widening(1) == math.inf
+
+
+def test_one_window_per_side_gives_an_unbounded_interval():
+    one = bootstrap_ratio([np.array([10.0, 11.0])], [np.array([30.0, 31.0])], P95_LATENCY)
+    assert one.high == math.inf
+    assert speed_finding(one, 10.0, higher_is_worse=True).verdict == INCONCLUSIVE
 
 
 def test_time_blocks_keep_order_and_cover_everything():
