@@ -74,7 +74,7 @@ def candidate_card(value: str, current: ModelCard) -> ModelCard:
     try:
         card = load_card(value)
     except CardError as error:
-        raise pytest.UsageError(f"--serving-candidate: {error}") from None
+        raise pytest.UsageError(f"--serving-candidate: {str(error).removeprefix('--serving-model: ')}") from None
     if card.labels != current.labels or card.num_classes != current.num_classes:
         raise pytest.UsageError(
             f"--serving-candidate {card.source}: labels: {_labels(card)} differ from the current model "
