@@ -84,7 +84,11 @@ def candidate_card(value: str, current: ModelCard) -> ModelCard:
 
 
 def _labels(card: ModelCard) -> str:
-    return "ImageNet's 1000 classes" if card.labels is None else f"{len(card.labels)} labels ({', '.join(card.labels[:3])}, ...)"
+    return (
+        "ImageNet's 1000 classes"
+        if card.labels is None
+        else f"{len(card.labels)} labels ({', '.join(card.labels[:3])}, ...)"
+    )
 
 
 def _option(name: str) -> Option:

@@ -141,7 +141,10 @@ def test_the_release_test_is_collected_only_with_a_candidate(pytester):
 def test_release_limits_are_parsed_and_checked_before_anything_starts(pytester):
     pytester.makepyfile("def test_unit(): pass")
     for arguments, message in (
-        (["--serving-candidate=nonesuch"], "*--serving-candidate: 'nonesuch' is neither a card file nor a built-in model*"),
+        (
+            ["--serving-candidate=nonesuch"],
+            "*--serving-candidate: 'nonesuch' is neither a card file nor a built-in model*",
+        ),
         (["--serving-min-agreement=1.5"], "*--serving-min-agreement: expected a number >= 0 and <= 1*"),
         (["--serving-release-windows=3"], "*--serving-release-windows: expected a number >= 5*"),
         (["--serving-rollout=maybe"], "*--serving-rollout: expected on or off*"),
