@@ -62,7 +62,7 @@ def study_results() -> dict:
     ):
         targets[name] = {
             "server": {"image": image, "version": f"{name} x.y", "image_origin": "offline", "gpus": "none (CPU)"},
-            "correctness": CorrectnessSummary(200, 0.74, 0.92, 0.74, 0.92, 1.0, 2e-6).to_dict(),
+            "correctness": CorrectnessSummary(200, 0.74, 0.92, 0.74, 0.92, 1.0, 2e-6, {}).to_dict(),
             "predictions": {f"s{i}": [[i % 7, 1, 2, 3, 4], [0.5, 0.2, 0.1, 0.1, 0.1]] for i in range(200)},
             "robustness": {
                 case: {"outcome": outcome, "status": 400, "survived": True, "problems": []}
