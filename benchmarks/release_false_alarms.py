@@ -27,8 +27,8 @@ from pytest_serving.model.card import load_card
 from pytest_serving.model.reference import ReferenceClassifier
 from pytest_serving.release.options import ReleaseSettings
 from pytest_serving.release.side_by_side import CANDIDATE, CURRENT, Version, compare
-from pytest_serving.release.verdict import ReleaseLimits
 from pytest_serving.samples import discover
+from pytest_serving.verdicts.verdict import ReleaseLimits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ import numpy as np
 from pytest_serving.load.resources import GROWTH_NOISE_MB, ResourceFigures
 from pytest_serving.load.stats import PhaseStats
 from pytest_serving.load.sweep import SweepLevel
-from pytest_serving.release.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, time_blocks
-from pytest_serving.release.verdict import FAIL, PASS, Finding, speed_finding
+from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, time_blocks
+from pytest_serving.verdicts.verdict import FAIL, PASS, Finding, speed_finding
 
 ALL_TARGETS = "*"
 

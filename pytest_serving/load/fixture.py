@@ -26,11 +26,11 @@ from ..metrics import (
     metrics_page,
     scraped_around,
 )
-from ..release.verdict import INCONCLUSIVE, Finding, InconclusiveComparison, gate_failures, overall
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
 from ..types import Endpoint, HttpRequest, Prediction
+from ..verdicts.verdict import INCONCLUSIVE, Finding, InconclusiveComparison, gate_failures, overall
 from .answers import AnswerCheck, KeptAnswers, check_answers
 from .budgets import (
     BUDGET_FIELDS,

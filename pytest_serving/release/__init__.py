@@ -1,5 +1,5 @@
 """The release decision: a candidate model against the current one on the same server.
 
-``stats`` holds the statistics (McNemar's exact test, paired block bootstrap of speed ratios),
-``verdict`` turns them into pass / fail / inconclusive with reasons.
+The statistics and verdicts live in ``pytest_serving.verdicts`` (shared with the baseline gate);
+here: the options, the side-by-side run (``side_by_side``) and the rollout (``rollout``, ``switch``).
 """

@@ -8,7 +8,7 @@ import pytest
 
 from ..model.card import CardError, ModelCard, load_card
 from ..settings import OPTIONS, Option, Settings, raw_value
-from .verdict import ReleaseLimits
+from ..verdicts.verdict import ReleaseLimits
 
 #: Fewer interleaved windows than this per version cannot give a bootstrap interval worth the name.
 MIN_WINDOWS = 5

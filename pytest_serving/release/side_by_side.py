@@ -25,11 +25,11 @@ from ..protocols.client import ClassifierClient
 from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout
 from ..samples import Sample
 from ..targets.base import Endpoint, ServingTarget
+from ..verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
+from ..verdicts.verdict import FAIL, INCONCLUSIVE, Finding, InconclusiveComparison, decide, gate_failures
 from .options import ReleaseSettings
 from .rollout import rollout_problems
-from .stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
 from .switch import run_rollout
-from .verdict import FAIL, INCONCLUSIVE, Finding, InconclusiveComparison, decide, gate_failures
 
 CURRENT, CANDIDATE = "current", "candidate"
 #: Each window re-opens its connections; one second of unmeasured sending lets them settle.

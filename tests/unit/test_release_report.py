@@ -9,12 +9,12 @@ import numpy as np
 from PIL import Image
 
 from pytest_serving.release.rollout import Answers, summarize_rollout
-from pytest_serving.release.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
-from pytest_serving.release.verdict import ReleaseLimits, decide
 from pytest_serving.report import charts
 from pytest_serving.report.html import render_report, report_html
 from pytest_serving.report.results import ResultsStore, record_release, record_rollout
 from pytest_serving.report.summary import terminal_tables
+from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
+from pytest_serving.verdicts.verdict import ReleaseLimits, decide
 
 
 def release_results(candidate_scale: float = 2.0) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pytest_serving.release.rollout import Answers, rollout_problems, summarize_rollout
-from pytest_serving.release.stats import (
+from pytest_serving.verdicts.stats import (
     P95_LATENCY,
     THROUGHPUT,
     RatioInterval,
@@ -18,7 +18,7 @@ from pytest_serving.release.stats import (
     time_blocks,
     windows_needed,
 )
-from pytest_serving.release.verdict import (
+from pytest_serving.verdicts.verdict import (
     FAIL,
     INCONCLUSIVE,
     PASS,
