@@ -1,7 +1,8 @@
-"""KServe V2 / Open Inference Protocol, as Triton and KServe speak it over HTTP.
+"""KServe V2 / Open Inference Protocol, as Triton, KServe and MLServer speak it over HTTP.
 
 The image travels as a BYTES tensor in Triton's binary-data extension (a JSON header
-followed by the raw tensor), the only way to send arbitrary bytes without base64.
+followed by the raw tensor), the only way to send arbitrary bytes without base64. Servers
+whose REST API reads JSON only take the file as base64 text instead (``V2JsonProtocol``).
 """
 
 from __future__ import annotations
@@ -137,6 +138,27 @@ def replace_header(request: HttpRequest, header: bytes) -> HttpRequest:
 def element_claiming(length: int, data: bytes) -> bytes:
     """One BYTES element whose 4-byte length prefix says ``length`` whatever ``data`` really holds."""
     return struct.pack("<I", length) + data
+
+
+class V2JsonProtocol(V2Protocol):
+    """V2 in plain JSON: the image file as one base64 BYTES element marked ``content_type: base64``.
+
+    For servers without the binary-data extension (MLServer's REST API parses the body as
+    JSON only); the parameter is MLServer's way of saying the text is base64 of raw bytes.
+    No binary framing, so the binary extension's mistakes do not apply.
+    """
+
+    name = "v2-json"
+    binary_body = False
+
+    def json_body(self, image: bytes, **fields: object) -> dict:
+        return super().json_body(image, **{"parameters": {"content_type": "base64"}, **fields})
+
+    def framing_mistakes(self) -> Mapping[str, FramingMistake]:
+        return {}
+
+    def encode(self, image: bytes) -> HttpRequest:
+        return self.json_request(self.json_body(image))
 
 
 class V2TensorProtocol(V2Protocol):

@@ -16,7 +16,7 @@ from pytest_serving.protocols.base import HttpRequest, Protocol
 from pytest_serving.protocols.kserve_v2 import KServeV2Protocol
 from pytest_serving.protocols.tfserving import V1ImageProtocol, V1TensorProtocol
 from pytest_serving.protocols.torchserve import TorchServeProtocol
-from pytest_serving.protocols.v2 import HEADER_LENGTH, V2Protocol, V2TensorProtocol
+from pytest_serving.protocols.v2 import HEADER_LENGTH, V2JsonProtocol, V2Protocol, V2TensorProtocol
 from pytest_serving.robustness import Case, catalogue
 from pytest_serving.robustness.catalogue import PIXEL_FLOOD_SIDE, MiB
 
@@ -26,12 +26,13 @@ SMALL_OVERSIZE = 2 * MiB
 #: The protocols whose requests carry the image file, by a key for test ids, with their API's path prefix.
 PROTOCOLS: dict[str, Protocol] = {
     "v2": V2Protocol(MODEL),
+    "v2-json": V2JsonProtocol(MODEL),
     "kserve-v2": KServeV2Protocol(MODEL),
     "torchserve-rest": TorchServeProtocol(MODEL),
     "tfserving-rest": V1ImageProtocol(MODEL),
 }
-API_PREFIX = {"v2": "/v2/models/", "kserve-v2": "/v2/models/", "torchserve-rest": "/predictions/"}
-API_PREFIX["tfserving-rest"] = "/v1/models/"
+API_PREFIX = {"torchserve-rest": "/predictions/", "tfserving-rest": "/v1/models/"}
+API_PREFIX |= {key: "/v2/models/" for key in ("v2", "v2-json", "kserve-v2")}
 #: Protocols that send a tensor the client made: no case applies.
 TENSOR_PROTOCOLS = [V2TensorProtocol(MODEL), V1TensorProtocol(MODEL)]
 

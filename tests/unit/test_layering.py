@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import pytest_serving
+from pytest_serving.targets import TARGETS
 
 PACKAGE = Path(pytest_serving.__file__).resolve().parent
-TARGET_NAME = re.compile(r"""["'](triton|torchserve|kserve|kserve-v1|tfserving)["']""")
+#: Every registered target's name as a string literal, so a new target is covered without editing this test.
+TARGET_NAME = re.compile("[\"'](" + "|".join(re.escape(name) for name in TARGETS) + ")[\"']")
 
 
 def part(module: str) -> str:

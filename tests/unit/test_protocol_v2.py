@@ -1,3 +1,4 @@
+import base64
 import json
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import tritonclient.http as triton_http
 
 from pytest_serving.protocols.base import ProtocolError
-from pytest_serving.protocols.v2 import V2Protocol, V2TensorProtocol, serialize_bytes_tensor
+from pytest_serving.protocols.v2 import V2JsonProtocol, V2Protocol, V2TensorProtocol, serialize_bytes_tensor
 
 
 def split(request):
@@ -89,3 +90,22 @@ def test_tensor_variant_preprocesses_on_the_client_and_decodes_logits():
     prediction = protocol.decode(200, body)
     assert prediction.classes[:2] == (7, 3)
     assert sum(prediction.probabilities) < 1.0
+
+
+def test_json_encode_carries_the_file_as_base64_bytes():
+    image = b"\xff\xd8\xff\xe0\x00 not really a jpeg \xff"
+    request = V2JsonProtocol("efficientnet_lite0").encode(image)
+    assert (request.method, request.path) == ("POST", "/v2/models/efficientnet_lite0/infer")
+    assert request.headers == {"Content-Type": "application/json"}
+    (image_input,) = json.loads(request.body)["inputs"]
+    assert image_input["shape"] == [1, 1] and image_input["datatype"] == "BYTES"
+    assert image_input["parameters"] == {"content_type": "base64"}
+    assert base64.b64decode(image_input["data"][0], validate=True) == image
+
+
+def test_json_variant_has_no_binary_framing_and_keeps_the_base64_marker_in_its_mistakes():
+    protocol = V2JsonProtocol("m")
+    assert protocol.carries_image and not protocol.binary_body and protocol.json_inputs_key == "inputs"
+    assert protocol.framing_mistakes() == {}
+    (image_input,) = protocol.json_mistakes()["json-wrong-shape"](b"img")["inputs"]
+    assert image_input["shape"] == [1] and image_input["parameters"] == {"content_type": "base64"}
