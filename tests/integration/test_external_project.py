@@ -108,6 +108,7 @@ def test_another_project_uses_the_fixtures_marker_and_its_own_overrides(
     assert not {"error", "errors", "skipped"} & set(outcomes), result.stdout.str()
     over_budget = re.compile(
         rf"triton \[{re.escape(image)}\] at users=2, n=[1-9]\d*: p95 \d+\.\d ms exceeds budget 0\.001 ms"
+        r"( \[unstable: .+\])?"  # a phase whose windows never settled says so in its verdict
     )
     budget_lines = [line for line in result.stdout.lines if "exceeds budget" in line and not line.startswith("FAILED")]
     assert len(budget_lines) == 1 and over_budget.fullmatch(budget_lines[0]), result.stdout.str()
