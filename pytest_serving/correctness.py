@@ -38,6 +38,8 @@ class SampleVerdict:
     top1_correct: bool
     top5_correct: bool
     reference_top5_correct: bool
+    #: Largest difference between the server's and the in-process top-5 probabilities.
+    probability_difference: float
     message: str
 
 
@@ -50,7 +52,14 @@ def judge(sample: Sample, prediction: Prediction, reference: Prediction) -> Samp
         f"server top-5 {list(prediction.classes)} p={[round(p, 4) for p in prediction.probabilities]}; "
         f"in-process top-5 {list(reference.classes)} p={[round(p, 4) for p in reference.probabilities]}"
     )
-    return SampleVerdict(agrees, prediction.top1 in sample.accepted, top5, reference_top5, message)
+    return SampleVerdict(
+        agrees,
+        prediction.top1 in sample.accepted,
+        top5,
+        reference_top5,
+        max_probability_difference(prediction, reference),
+        message,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,17 @@ def summarize(
         max_probability_difference=max(max_probability_difference(p, r) for p, r in zip(ours, theirs)),
         per_class=per_class,
     )
+
+
+def unanswered_record(n: int, failures: Mapping[str, str]) -> dict:
+    """The ``correctness`` record of a target that left samples unanswered: what is known, and the first error."""
+    first = next(iter(failures.items()), None)
+    return {
+        "n": n,
+        "answered": n - len(failures),
+        "failures": len(failures),
+        "first_error": f"sample {first[0]}: {first[1]}" if first else "",
+    }
 
 
 #: Every pair of targets must agree on top-1 for this share of the samples both answered.

@@ -8,6 +8,7 @@ is the single source for ``pytest --help``, the ini keys, the docs and every def
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ OPTIONS: tuple[Option, ...] = (
         default="efficientnet_lite0",
     ),
     Option("serving-model-repo", "your own model repository root (one folder per target, as in model_repo/)"),
+    Option(
+        "serving-max-probability-difference",
+        "largest difference tolerated between a server's top-5 probabilities and the in-process model's, "
+        "per sample (0 to 1)",
+        default="1e-3",
+    ),
     Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
     Option("serving-load-workers", "Locust worker processes per phase (0: one local process; >= 0)", default="0"),
     Option(
@@ -213,6 +220,11 @@ def parse_gpus(value: str | None) -> str | None:
     raise pytest.UsageError(f"--serving-gpus: expected 'all' or a positive count, got {value!r}")
 
 
+def parse_probability_difference(values: Mapping[str, object]) -> float:
+    """``--serving-max-probability-difference``: a number in [0, 1] (top-5 probabilities are in [0, 1])."""
+    return float(_number(values, "serving_max_probability_difference", float, minimum=0, maximum=1))
+
+
 LOAD_MODES = ("smoke", "sweep", "off")
 SWEEP_ARRIVALS = ("users", "poisson", "constant")
 SCENARIOS = {"fresh": ("fresh",), "warm": ("warm",), "both": ("fresh", "warm")}
@@ -256,6 +268,8 @@ class Settings:
     model: str
     model_repo: Path | None
     strict: bool
+    #: ``--serving-max-probability-difference``; built in code, the option's default.
+    max_probability_difference: float = field(default_factory=lambda: parse_probability_difference(default_values()))
     load: LoadSettings = field(default_factory=lambda: default_load_settings())
     #: Values of the options the target classes declare (``extra_options``), handed to targets as TargetOptions.extra.
     target_extra: dict[str, str] = field(default_factory=dict)
@@ -294,6 +308,7 @@ class Settings:
             model=str(values["serving_model"]),
             model_repo=path("serving_model_repo"),
             strict=bool(values["serving_strict"]),
+            max_probability_difference=parse_probability_difference(values),
             target_extra={dest: str(values[dest]) for dest in target_option_names() if values[dest] is not None},
             load=_load_settings(values, path, number),
         )
@@ -309,10 +324,15 @@ def _path(values: Mapping[str, object], key: str) -> Path | None:
 
 
 def _number(
-    values: Mapping[str, object], key: str, kind: type, minimum: float | None = None, above: float | None = None
+    values: Mapping[str, object],
+    key: str,
+    kind: type,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
 ) -> int | float | None:
-    """The option's number (None when unset and without a default), refused below ``minimum`` or at or
-    below ``above`` with a usage error naming the option."""
+    """The option's number (None when unset and without a default), refused when not a number, below
+    ``minimum``, at or below ``above`` or over ``maximum`` with a usage error naming the option."""
     if values[key] in (None, ""):
         return None
     flag = f"--{key.replace('_', '-')}"
@@ -320,17 +340,26 @@ def _number(
         value = kind(values[key])
     except ValueError:
         raise pytest.UsageError(f"{flag}: not a number: {values[key]!r}") from None
+    if isinstance(value, float) and math.isnan(value):
+        raise pytest.UsageError(f"{flag}: not a number: {values[key]!r}")
     if minimum is not None and value < minimum:
         raise pytest.UsageError(f"{flag}: expected a number >= {minimum:g}, got {values[key]!r}")
     if above is not None and value <= above:
         raise pytest.UsageError(f"{flag}: expected a number > {above:g}, got {values[key]!r}")
+    if maximum is not None and value > maximum:
+        raise pytest.UsageError(f"{flag}: expected a number <= {maximum:g}, got {values[key]!r}")
     return value
 
 
+def default_values() -> dict[str, object]:
+    """Every plugin option's default, as the command line would give it: for settings built in code
+    (benchmarks) without a second copy of any default."""
+    return {option.dest: [] if option.multiple else False if option.flag else option.default for option in OPTIONS}
+
+
 def default_load_settings() -> LoadSettings:
-    """The load settings the options' defaults give, parsed as from the command line: for settings
-    built in code (benchmarks) without a second copy of any default."""
-    values = {option.dest: [] if option.multiple else False if option.flag else option.default for option in OPTIONS}
+    """The load settings the options' defaults give, parsed as from the command line."""
+    values = default_values()
     return _load_settings(values, functools.partial(_path, values), functools.partial(_number, values))
 
 

@@ -368,7 +368,10 @@ def _correctness_section(results: Mapping[str, Any]) -> str:
     rows = []
     for name, data in target_results(results).items():
         summary = data.get("correctness")
-        if summary:
+        if summary and summary.get("failures"):
+            unanswered = f"{summary['failures']} unanswered: {summary['first_error']}"
+            rows.append([escape(name), str(summary["n"]), escape(unanswered), "-", "-", "-", "-", "-"])
+        elif summary:
             rows.append(
                 [
                     escape(name),

@@ -260,7 +260,7 @@ def junit_properties(results: Mapping[str, Any], test_id: str, correctness_of: s
     test, the correctness of its target."""
     properties: list[tuple[str, str]] = []
     for name, data in target_results(results).items():
-        if name == correctness_of and data.get("correctness"):
+        if name == correctness_of and data.get("correctness") and not data["correctness"].get("failures"):
             correctness = data["correctness"]
             properties += [
                 (f"{name}.correctness.{key}", f"{correctness[key]:g}") for key in ("n", "top1", "top5", "agreement")
@@ -317,7 +317,12 @@ def terminal_tables(results: Mapping[str, Any], outcomes: Mapping[str, tuple[str
         data = target_results(results).get(name, {})
         lines.append(f"{name}: {': '.join(outcomes[name]) if name in outcomes else _recorded_outcome(data)}")
         correctness = data.get("correctness")
-        if correctness:
+        if correctness and correctness.get("failures"):
+            lines.append(
+                f"  correctness: {correctness['failures']} of {correctness['n']} samples unanswered; "
+                f"first: {correctness['first_error']}"
+            )
+        elif correctness:
             lines += _indented(
                 table(
                     ["correctness", "n", "top-1", "top-5", "agreement"],

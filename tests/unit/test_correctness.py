@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_serving.correctness import judge, max_probability_difference, same_top1, summarize
+from pytest_serving.correctness import judge, max_probability_difference, same_top1, summarize, unanswered_record
 from pytest_serving.protocols.base import Prediction
 from pytest_serving.samples import Sample
 
@@ -81,3 +81,21 @@ def test_gate_records_the_matrix_in_results(tmp_path):
         store.set(("targets", name, "predictions"), {"s1": [[top, 0, 3, 4, 5], [0.5, 0.2, 0.1, 0.1, 0.1]]})
     assert gate_cross_target_agreement(store)
     assert store.read()["agreement"]["a"]["b"]["same"] == 0
+
+
+def test_judge_measures_how_far_the_probabilities_are_from_the_reference():
+    reference = pred([3, 1, 2, 4, 5], (0.9, 0.04, 0.03, 0.02, 0.01))
+    halved = pred([3, 1, 2, 4, 5], (0.45, 0.02, 0.015, 0.01, 0.005))
+    verdict = judge(sample("a", 3), halved, reference)
+    assert verdict.agrees and verdict.probability_difference == pytest.approx(0.45)
+    assert judge(sample("a", 3), reference, reference).probability_difference == 0.0
+
+
+def test_a_target_that_left_samples_unanswered_records_the_count_and_the_first_error():
+    record = unanswered_record(6, {"b": "ProtocolError: HTTP 500: stub died", "c": "ProtocolError: HTTP 500"})
+    assert record == {
+        "n": 6,
+        "answered": 4,
+        "failures": 2,
+        "first_error": "sample b: ProtocolError: HTTP 500: stub died",
+    }

@@ -351,3 +351,12 @@ def test_the_terminal_table_shows_wrong_answers_and_a_short_verdict():
         junit_properties({"targets": {"triton": {"load": [entry]}}}, SMOKE_TEST.format(target="triton"), None)
     )
     assert properties["triton.load.phase.users=4.answers_wrong"] == "12"
+
+
+def test_a_target_that_answered_no_sample_shows_its_count_and_first_error():
+    record = {"n": 6, "answered": 0, "failures": 6, "first_error": "sample a: ProtocolError: v2: HTTP 500: stub"}
+    results = {"targets": {"triton": {"correctness": record}}}
+    lines = terminal_tables(results, {"triton": ("ran", "triton 2.51.0")})
+    assert "  correctness: 6 of 6 samples unanswered; first: sample a: ProtocolError: v2: HTTP 500: stub" in lines
+    assert junit_properties(results, "test_contract.py::test_accuracy_matches_reference[triton]", "triton") == []
+    assert "6 unanswered: sample a: ProtocolError: v2: HTTP 500: stub" in report_html(results, {})

@@ -1,6 +1,13 @@
 import pytest
 
-from pytest_serving.settings import parse_assignments, parse_gpus, parse_targets
+from pytest_serving.settings import (
+    Settings,
+    default_values,
+    parse_assignments,
+    parse_gpus,
+    parse_probability_difference,
+    parse_targets,
+)
 
 KNOWN = ["triton", "torchserve", "kserve"]
 
@@ -69,3 +76,15 @@ def test_a_target_option_may_not_redefine_a_plugin_option(monkeypatch):
     monkeypatch.setattr(TorchServe, "extra_options", (Option("serving-load", "clash", default="x"),))
     with pytest.raises(ValueError, match="TorchServe declares option --serving-load"):
         settings.all_options()
+
+
+def test_probability_difference_defaults_to_the_option_table_value():
+    assert parse_probability_difference(default_values()) == 0.001
+    built_in_code = Settings([], None, None, None, None, {}, {}, None, None, 1.0, "m", None, False)
+    assert built_in_code.max_probability_difference == 0.001
+
+
+@pytest.mark.parametrize("bad", ["often", "-0.1", "2", "nan"])
+def test_a_probability_difference_outside_0_to_1_is_a_usage_error_naming_the_option(bad):
+    with pytest.raises(pytest.UsageError, match="--serving-max-probability-difference"):
+        parse_probability_difference({"serving_max_probability_difference": bad})
