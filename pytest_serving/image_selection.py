@@ -41,7 +41,28 @@ def choose_image(
         fixes.append(f"`pytest-serving build-images {target.name}` (offline CPU image {offline.tag}, from wheels)")
     fixes.append(f"`--serving-image {target.name}=IMAGE`")
     return ImageChoice(
-        None,
-        "missing",
-        f"no image for {target.name}: {official} is not present and pull failed ({error}). Fix: {'; or '.join(fixes)}",
+        None, "missing", f"no image for {target.name}: {pull_problem(official, error)}. Fix: {'; or '.join(fixes)}"
     )
+
+
+#: Words of Docker's pull errors when no registry can be reached (DNS, routing, refused, timeouts).
+UNREACHABLE_MARKERS = (
+    "no such host",
+    "server misbehaving",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "connection refused",
+    "i/o timeout",
+    "timeout exceeded",
+    "tls handshake timeout",
+    "dial tcp",
+)
+
+
+def pull_problem(reference: str, error: str) -> str:
+    """Why ``reference`` cannot run, in the user's terms: Docker's raw daemon error (resolver
+    addresses and all) only when it is something other than an unreachable registry."""
+    if any(marker in error.lower() for marker in UNREACHABLE_MARKERS):
+        return f"image {reference} is not present locally and no registry is reachable"
+    return f"image {reference} is not present locally and could not be pulled ({error})"
