@@ -17,12 +17,14 @@ from .cache import cache_root
 from .containers.docker_env import docker_unavailable_reason
 from .containers.resources import ResourceMonitor
 from .containers.server import ServerStartError, ServingContainer, running_server
+from .correctness import same_top1
 from .image_selection import choose_image
 from .model.card import ModelCard
+from .protocols.client import ClassifierClient
 from .settings import Settings
 from .targets import TARGETS
 from .targets.base import ServingTarget, TargetOptions
-from .types import Endpoint
+from .types import Endpoint, Prediction, ProtocolError
 
 #: The embedded default model repository (one folder per target): inside the package when installed
 #: from a wheel, beside it in a checkout or an editable install.
@@ -41,6 +43,21 @@ EMBEDDED_MODEL_REPO = next(
 
 #: Bump when what build_deployment writes changes for the same card and sources.
 DEPLOYMENT_FORMAT = 1
+
+
+#: A server whose health API says ready must answer its first known sample right within this long.
+FIRST_ANSWER_TIMEOUT_S = 60.0
+FIRST_ANSWER_RETRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class KnownAnswer:
+    """A sample and the in-process model's answer to it: the first request every new deployment must
+    answer right before it counts as ready, since health endpoints can be green over a dead model."""
+
+    sample_id: str
+    data: bytes
+    expected: Prediction
 
 
 class Unavailable(Exception):
@@ -84,11 +101,16 @@ def target_options(settings: Settings) -> TargetOptions:
 
 
 @contextmanager
-def deploy(name: str, settings: Settings, candidate: ModelCard | None = None) -> Iterator[Deployment]:
+def deploy(
+    name: str, settings: Settings, known: KnownAnswer | None = None, candidate: ModelCard | None = None
+) -> Iterator[Deployment]:
     """Yield a ready deployment of target ``name``; raise Unavailable when Docker or the image is missing.
 
     With ``candidate``, the server hosts the current card and the candidate side by side (the
     target's ``release_versions``), from a model repository built for the pair.
+
+    Ready means the server's health API says so and, given ``known``, that it answered that sample
+    as the in-process model does (ServerStartError with the log tail otherwise).
     """
     target_class = TARGETS[name]
     options = target_options(settings)
@@ -103,7 +125,9 @@ def deploy(name: str, settings: Settings, candidate: ModelCard | None = None) ->
     if name in settings.urls:
         target = target_class(options, image_origin="external")
         endpoint = Endpoint(name, {"http": settings.urls[name].rstrip("/")}, "external", started_by_plugin=False)
-        yield Deployment(target, _complete(target, _await_external(target, endpoint, settings)), None)
+        deployment = Deployment(target, _complete(target, _await_external(target, endpoint, settings)), None)
+        await_first_answer(deployment, known)
+        yield deployment
         return
     problem = docker_unavailable_reason()
     if problem:
@@ -120,7 +144,44 @@ def deploy(name: str, settings: Settings, candidate: ModelCard | None = None) ->
     if settings.model_repo is None or candidate is not None:
         folder = built_deployment(target, folder, candidate)
     with running_server(target, choice.reference, folder, settings.startup_timeout) as (container, endpoint):
-        yield Deployment(target, _complete(target, endpoint), container)
+        deployment = Deployment(target, _complete(target, endpoint), container)
+        await_first_answer(deployment, known)
+        yield deployment
+
+
+def await_first_answer(
+    deployment: Deployment, known: KnownAnswer | None, timeout: float = FIRST_ANSWER_TIMEOUT_S
+) -> None:
+    """Send ``known`` until the server answers it; a wrong answer, or none within ``timeout``, is a
+    ServerStartError with the container's log tail. Retries ride out a warm-up's transient errors."""
+    if known is None:
+        return
+    endpoint = deployment.endpoint
+    deadline = time.monotonic() + timeout
+    client = ClassifierClient(endpoint.base_url, endpoint.protocol, headers=endpoint.headers, timeout=timeout)
+    try:
+        while True:
+            try:
+                prediction = client.classify(known.data)
+            except (ProtocolError, requests.RequestException) as error:
+                last_error = f"{type(error).__name__}: {error}"
+            else:
+                if same_top1(prediction, known.expected):
+                    return
+                raise ServerStartError(
+                    f"{endpoint.target} ({endpoint.server_version}) says ready but answers its first sample "
+                    f"{known.sample_id} wrong: top-5 {list(prediction.classes)}, in-process "
+                    f"{list(known.expected.classes)}.\n--- container log tail ---\n{deployment.log_tail()}"
+                )
+            if time.monotonic() + FIRST_ANSWER_RETRY_S > deadline:
+                raise ServerStartError(
+                    f"{endpoint.target} ({endpoint.server_version}) says ready but gave no prediction for its first "
+                    f"sample {known.sample_id} within {timeout:.0f} s; last error: {last_error}\n"
+                    f"--- container log tail ---\n{deployment.log_tail()}"
+                )
+            time.sleep(FIRST_ANSWER_RETRY_S)
+    finally:
+        client.close()
 
 
 def built_deployment(target: ServingTarget, sources: Path, candidate: ModelCard | None = None) -> Path:

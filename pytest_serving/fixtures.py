@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from .containers.resources import ResourceMonitor
-from .deployment import Deployment, Unavailable, deploy
+from .deployment import Deployment, KnownAnswer, Unavailable, deploy
 from .load.fixture import ServingLoad
 from .protocols.client import ClassifierClient
 from .release.side_by_side import CANDIDATE, CURRENT, ReleaseGate, Version
@@ -47,13 +47,24 @@ def serving_results(pytestconfig: pytest.Config) -> ResultsStore:
 
 
 @pytest.fixture(scope="session")
-def serving_deployment(pytestconfig: pytest.Config, serving_target_name: str) -> Iterator[Deployment]:
+def serving_known_answer(serving_samples: list[Sample], serving_reference: dict[str, Prediction]) -> KnownAnswer:
+    """The first sample and the in-process model's answer to it: every deployment must answer it right
+    before it counts as ready (health endpoints can be green over a dead model)."""
+    first = serving_samples[0]
+    return KnownAnswer(first.id, first.data, serving_reference[first.id])
+
+
+@pytest.fixture(scope="session")
+def serving_deployment(
+    pytestconfig: pytest.Config, serving_target_name: str, serving_known_answer: KnownAnswer
+) -> Iterator[Deployment]:
     """The current target, running and ready: booted in a labelled container (removed at the end) or,
-    with --serving-url, an existing server. Skips, with the command that fixes it, when Docker or the
+    with --serving-url, an existing server; ready once its health API says so and it answered the first
+    sample as the in-process model does. Skips, with the command that fixes it, when Docker or the
     image is missing; --serving-strict makes that a failure wherever this machine could build the image."""
     session: SessionState = state(pytestconfig)
     try:
-        with deploy(serving_target_name, session.settings) as deployment:
+        with deploy(serving_target_name, session.settings, serving_known_answer) as deployment:
             session.record_deployment(deployment)
             yield deployment
             session.record_resources(deployment)
@@ -91,6 +102,7 @@ def serving_load(
     serving_deployment: Deployment,
     serving_samples: list[Sample],
     serving_reference: dict[str, Prediction],
+    serving_known_answer: KnownAnswer,
 ) -> ServingLoad:
     """Load generator for the current target (Locust in child processes, exact latency percentiles).
 
@@ -119,7 +131,7 @@ def serving_load(
 
     @contextmanager
     def fresh_server() -> Iterator[tuple[Endpoint, ResourceMonitor | None]]:
-        with deploy(name, session.settings) as fresh:
+        with deploy(name, session.settings, serving_known_answer) as fresh:
             yield fresh.endpoint, fresh.monitor
 
     return ServingLoad(
