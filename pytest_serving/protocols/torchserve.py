@@ -99,6 +99,19 @@ def workers_ready(describe_body: bytes) -> bool:
         return False
 
 
+def worker_states(describe_body: bytes) -> dict[str, str]:
+    """Each worker's id and pid with its status, from a describe-model answer: a worker that crashed
+    and was restarted comes back with another pid; one that is stuck shows UNLOADING or UNREADY."""
+    try:
+        (model,) = json.loads(describe_body)
+        return {
+            f"worker {worker.get('id')} pid {worker.get('pid')}": str(worker.get("status"))
+            for worker in model.get("workers", [])
+        }
+    except (ValueError, TypeError, AttributeError) as error:
+        return {"(describe-model unreadable)": f"{type(error).__name__}: {error}"}
+
+
 def api_version(description_body: bytes) -> str | None:
     """The server version in TorchServe's OpenAPI description (``GET /api-description``)."""
     try:

@@ -99,24 +99,43 @@ class Classification:
 
 @dataclass(frozen=True)
 class Aftermath:
-    """The server right after a case: what changed in its health, and its answer to the next valid sample."""
+    """The server right after a case: what changed in its health, and its answer to the next valid sample.
+
+    Alive means answering: health endpoints can stay green over a dead backend (a Triton python stub
+    that died keeps its model READY), so the server survived only if the next valid sample, too, is
+    answered as the in-process model answers it.
+    """
 
     health_changes: tuple[str, ...]
     next_answer_correct: bool
     next_answer: str
-    #: The container's log tail, quoted when the server did not survive or answered the next sample wrong.
+    #: The container's log tail, quoted when the server did not survive.
     log_tail: str = ""
+    #: False when the next valid sample got no prediction at all (a 5xx, no answer, not a prediction).
+    next_answered: bool = True
+
+    @property
+    def died(self) -> bool:
+        """No prediction for a valid sample: the model behind the server is gone, whatever its health says."""
+        return not self.next_answered
 
     @property
     def survived(self) -> bool:
-        return not self.health_changes
+        return not self.health_changes and self.next_answer_correct
 
     @property
     def ok(self) -> bool:
-        return self.survived and self.next_answer_correct
+        return self.survived
 
     def describe(self) -> str:
-        health = "yes (health unchanged)" if self.survived else "NO: " + "; ".join(self.health_changes)
+        if self.survived:
+            health = "yes (health unchanged, next valid sample answered right)"
+        elif self.died:
+            endpoints = "; ".join(self.health_changes) or "its health endpoints still say ready"
+            health = f"NO, it died: a valid sample gets no prediction ({endpoints})"
+        else:
+            wrong = () if self.next_answer_correct else ("it answers a valid sample wrong",)
+            health = "NO: " + "; ".join((*self.health_changes, *wrong))
         next_answer = "correct" if self.next_answer_correct else "WRONG"
         return f"server survived: {health}\nnext valid sample: {next_answer}: {self.next_answer}"
 
@@ -168,6 +187,26 @@ def answer_problems(case: Case, answer: Answer, classification: Classification |
     return classification.problems()
 
 
+def verdict(problems: Sequence[str], aftermath: Aftermath, deviation: str | None) -> Outcome:
+    """Pass without problems; a known deviation excuses the answer, never a server that did not survive."""
+    if not problems and aftermath.ok:
+        return "pass"
+    if deviation and aftermath.ok:
+        return "deviation"
+    return "fail"
+
+
+def valid_answer_problem(answer: Answer, protocol: Protocol, expected: Prediction) -> str:
+    """What is wrong with the answer to a valid sample ("" when nothing is): it must be the in-process top-1."""
+    if not answer.success:
+        return answer.describe()
+    try:
+        prediction = protocol.decode(answer.status, answer.body)
+    except ProtocolError as error:
+        return str(error)
+    return "" if same_top1(prediction, expected) else f"top-1 {prediction.top1}, in-process {expected.top1}"
+
+
 @dataclass(frozen=True)
 class CaseOutcome:
     """The verdict on one case against one target, its failure message and its results.json record."""
@@ -183,11 +222,7 @@ class CaseOutcome:
 
     @property
     def outcome(self) -> Outcome:
-        if not self.problems and self.aftermath.ok:
-            return "pass"
-        if self.deviation and self.aftermath.ok:
-            return "deviation"
-        return "fail"
+        return verdict(self.problems, self.aftermath, self.deviation)
 
     def message(self) -> str:
         lines = [
@@ -210,6 +245,7 @@ class CaseOutcome:
             "status": self.answer.status,
             "error": "" if self.answer.success else self.answer.text or self.answer.transport_error,
             "survived": self.aftermath.survived,
+            "died": self.aftermath.died,
             "next_answer_correct": self.aftermath.next_answer_correct,
             "latency_ms": round(self.answer.latency_ms, 1),
             "outcome": self.outcome,
@@ -299,13 +335,5 @@ def poisoned_problem(
     if planned.case is not None:
         rejected = answer.status is not None and not answer.success and planned.case.accepts(answer.status)
         return "" if rejected else f"{planned.label}: {answer.describe()}"
-    if not answer.success:
-        return f"{planned.label}: {answer.describe()}"
-    try:
-        prediction = protocol.decode(answer.status, answer.body)
-    except ProtocolError as error:
-        return f"{planned.label}: {error}"
-    expected = reference[planned.sample.id]
-    if same_top1(prediction, expected):
-        return ""
-    return f"{planned.label}: top-1 {prediction.top1}, in-process {expected.top1}"
+    problem = valid_answer_problem(answer, protocol, reference[planned.sample.id])
+    return f"{planned.label}: {problem}" if problem else ""

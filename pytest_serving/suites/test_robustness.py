@@ -22,12 +22,12 @@ import requests
 from PIL import Image
 
 from pytest_serving.correctness import same_top1
-from pytest_serving.deployment import Deployment, target_options
+from pytest_serving.deployment import Deployment, deploy, target_options
 from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import InvalidImage
 from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol, ProtocolError
 from pytest_serving.protocols.client import ClassifierClient
-from pytest_serving.robustness import Case, catalogue
+from pytest_serving.robustness import Case, catalogue, hostile
 from pytest_serving.robustness.outcome import (
     POISON_EVERY,
     Aftermath,
@@ -40,6 +40,7 @@ from pytest_serving.robustness.outcome import (
     known_deviation,
     poisoned_plan,
     poisoned_problem,
+    valid_answer_problem,
 )
 from pytest_serving.samples import Sample
 from pytest_serving.session import state
@@ -59,6 +60,17 @@ QUOTED_FAILURES = 5
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "robustness_case_name" in metafunc.fixturenames:
         metafunc.parametrize("robustness_case_name", applicable_case_names(metafunc.config))
+    if "hostile_case_name" in metafunc.fixturenames:
+        protocols = selected_protocols(metafunc.config)
+        names = [case.name for case in hostile.CASES if any(case.applies_to(protocol) for protocol in protocols)]
+        metafunc.parametrize("hostile_case_name", names)
+
+
+def selected_protocols(config: pytest.Config) -> list[Protocol]:
+    """The protocols of the selected targets."""
+    settings = state(config).settings
+    options = target_options(settings)
+    return [TARGETS[name](options).protocol() for name in selected_targets(settings)]
 
 
 def applicable_case_names(config: pytest.Config) -> list[str]:
@@ -67,11 +79,8 @@ def applicable_case_names(config: pytest.Config) -> list[str]:
     Names do not depend on the image, so a catalogue of a tiny generated JPEG gives them at
     collection; the real cases are built from a sample at run time.
     """
-    settings = state(config).settings
-    options = target_options(settings)
-    protocols = [TARGETS[name](options).protocol() for name in selected_targets(settings)]
     cases = catalogue(_tiny_jpeg(), CATALOGUE_SEED)
-    return [case.name for case in cases if any(case.applies_to(protocol) for protocol in protocols)]
+    return [case.name for case in cases if any(case.applies_to(protocol) for protocol in selected_protocols(config))]
 
 
 def _tiny_jpeg() -> bytes:
@@ -154,18 +163,19 @@ class ServerWatch:
         return self.deployment.target.health(self.deployment.endpoint, self._session)
 
     def aftermath(self) -> Aftermath:
+        """Health against the baseline, and a real inference of the next valid sample: alive means answering."""
         changes = health_changes(self.baseline, self.health())
         sample = next(self._samples)
         expected = self.reference[sample.id]
         try:
             prediction = self.client.classify(sample.data)
         except (ProtocolError, requests.RequestException) as error:
-            correct, answer = False, f"sample {sample.id}: {type(error).__name__}: {error}"
+            answered, correct, answer = False, False, f"sample {sample.id}: {type(error).__name__}: {error}"
         else:
-            correct = same_top1(prediction, expected)
+            answered, correct = True, same_top1(prediction, expected)
             answer = f"sample {sample.id}: top-1 {prediction.top1}, in-process {expected.top1}"
         log_tail = "" if correct and not changes else self.deployment.log_tail()
-        return Aftermath(changes, correct, answer, log_tail)
+        return Aftermath(changes, correct, answer, log_tail, next_answered=answered)
 
     def close(self) -> None:
         self._session.close()
@@ -237,6 +247,87 @@ def test_case(
         pytest.fail(outcome.message(), pytrace=False)
 
 
+def test_hostile(
+    hostile_case_name,
+    robustness_sample,
+    robustness_watch,
+    serving_deployment,
+    serving_settings,
+    serving_known_answer,
+    serving_samples,
+    serving_reference,
+    serving_results,
+    request,
+):
+    """A transport-level attack (robustness.hostile) gets a 4xx or a closed connection, and the server goes on
+    answering valid requests right, during the attack when it lasts and after it.
+
+    A case listed as a known deviation runs against a throwaway deployment of its own: what such a case
+    does to a server (Triton 2.51 crashes on deep JSON) must not take the target's other tests with it.
+    """
+    case = hostile.BY_NAME[hostile_case_name]
+    endpoint = serving_deployment.endpoint
+    if not case.applies_to(endpoint.protocol):
+        pytest.skip(f"{case.name} does not apply to the {endpoint.protocol.name} protocol: it takes no JSON bodies")
+    target_class = type(serving_deployment.target)
+    deviation = known_deviation(target_class.known_deviations, endpoint.server_version, case.name)
+    if deviation is None:
+        outcome = attack(case, robustness_watch, robustness_sample, serving_reference, None)
+    elif serving_deployment.container is None:
+        pytest.skip(
+            f"{case.name} is a known deviation of {endpoint.server_version} ({deviation}); it runs only against a "
+            "throwaway deployment, which a server given by --serving-url cannot have"
+        )
+    else:
+        reason = f"{deviation} [{target_class.__name__}.known_deviations: remove the entry when this XPASSes]"
+        request.applymarker(pytest.mark.xfail(reason=reason, raises=ServerDeviation, strict=True))
+        with deploy(endpoint.target, serving_settings, serving_known_answer) as throwaway:
+            client = ClassifierClient(
+                throwaway.endpoint.base_url, endpoint.protocol, headers=throwaway.endpoint.headers
+            )
+            watch = ServerWatch(throwaway, client, serving_samples, serving_reference)
+            try:
+                outcome = attack(case, watch, robustness_sample, serving_reference, deviation)
+            finally:
+                watch.close()
+                client.close()
+    serving_results.set(("targets", endpoint.target, "robustness", case.name), outcome.record())
+    if outcome.outcome == "deviation":
+        raise ServerDeviation(outcome.message())
+    if outcome.outcome == "fail":
+        pytest.fail(outcome.message(), pytrace=False)
+
+
+def attack(
+    case: hostile.HostileCase,
+    watch: ServerWatch,
+    sample: Sample,
+    reference: dict[str, Prediction],
+    deviation: str | None,
+) -> hostile.HostileOutcome:
+    """Run ``case`` against the server ``watch`` looks at, and judge it with the server's aftermath."""
+    endpoint = watch.deployment.endpoint
+    protocol = endpoint.protocol
+    valid_request = protocol.encode(sample.data)
+    wire = hostile.Wire.of(
+        endpoint.base_url, valid_request, endpoint.headers, protocol, lambda: send(watch.client, valid_request)
+    )
+    seen = case.run(wire)
+    expected = reference[sample.id]
+    problems = hostile.attack_problems(case, seen, lambda answer: valid_answer_problem(answer, protocol, expected))
+    aftermath = watch.aftermath()
+    return hostile.HostileOutcome(
+        endpoint.target,
+        endpoint.server_version,
+        case,
+        seen,
+        aftermath,
+        tuple(problems),
+        deviation,
+        deviation is not None,
+    )
+
+
 def run_concurrently(
     plan: list[PlannedRequest], make_client: Callable[[], ClassifierClient]
 ) -> list[tuple[PlannedRequest, Answer]]:
@@ -279,7 +370,7 @@ def test_poisoned_load(
     judged = [(planned, poisoned_problem(planned, answer, serving_reference, protocol)) for planned, answer in answers]
     valid_problems = [problem for planned, problem in judged if problem and planned.sample]
     poison_problems = [problem for planned, problem in judged if problem and planned.case]
-    changes = health_changes(robustness_watch.baseline, robustness_watch.health())
+    aftermath = robustness_watch.aftermath()
     serving_results.set(
         ("targets", endpoint.target, "robustness_poisoned_load"),
         {
@@ -289,7 +380,8 @@ def test_poisoned_load(
             "valid_failed": len(valid_problems),
             "corrupted_misanswered": len(poison_problems),
             "statuses": dict(Counter(str(answer.status) for _, answer in answers)),
-            "survived": not changes,
+            "survived": aftermath.survived,
+            "died": aftermath.died,
             "wall_s": round(wall_s, 2),
         },
     )
@@ -300,8 +392,8 @@ def test_poisoned_load(
     if poison_problems:
         failures.append(f"{len(poison_problems)} corrupted requests without an accepted 4xx, e.g.:")
         failures += [f"  {problem}" for problem in poison_problems[:QUOTED_FAILURES]]
-    if changes:
-        failures.append("server health changed: " + "; ".join(changes))
+    if not aftermath.survived:
+        failures.append(aftermath.describe())
     if failures:
         pytest.fail(
             f"poisoned load on {endpoint.target} ({endpoint.server_version}): {len(plan)} requests from "

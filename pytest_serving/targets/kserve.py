@@ -93,20 +93,35 @@ class KServeTarget(ServingTarget):
         return f"{metadata.get('name', 'kserve')} {metadata.get('version', 'unknown')}"
 
 
+#: Both protocols' deviation: the server, not a protocol's path, reads every header.
+HEADER_1MIB_DEVIATION = {
+    "header-1mib": (
+        "KServe 0.21.0's REST server (uvicorn) sets no limit on the size of a header: a request carrying "
+        "a 1 MiB header is read whole and answered 200"
+    )
+}
+
+
 class KServe(KServeTarget):
     name = "kserve"
     model_ready_path = "/v2/models/{model}/ready"
-    #: V2 only: the V1 path of the same server answers these cases (or does not have them).
+    #: Mostly V2 only: the V1 path of the same server answers these cases (or does not have them).
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
         "0.21": {
-            case: f"KServe 0.21.0's REST layer answers 5xx to {what}, before the model's code runs"
-            for case, what in (
-                ("json-nan-inf", "a shape holding NaN (FastAPI cannot write its own error message as JSON)"),
-                ("unknown-version", "a versioned V2 path (501: 'Model versioning not supported yet')"),
-                ("v2-binary-size-beyond-body", "a binary_data_size beyond the body (it decodes BYTES as UTF-8 first)"),
-                ("v2-element-length-beyond-tensor", "a BYTES element length beyond the tensor (struct.error)"),
-                ("v2-header-length-not-a-number", "a non-numeric Inference-Header-Content-Length (int() fails)"),
-            )
+            **HEADER_1MIB_DEVIATION,
+            **{
+                case: f"KServe 0.21.0's REST layer answers 5xx to {what}, before the model's code runs"
+                for case, what in (
+                    ("json-nan-inf", "a shape holding NaN (FastAPI cannot write its own error message as JSON)"),
+                    ("unknown-version", "a versioned V2 path (501: 'Model versioning not supported yet')"),
+                    (
+                        "v2-binary-size-beyond-body",
+                        "a binary_data_size beyond the body (it decodes BYTES as UTF-8 first)",
+                    ),
+                    ("v2-element-length-beyond-tensor", "a BYTES element length beyond the tensor (struct.error)"),
+                    ("v2-header-length-not-a-number", "a non-numeric Inference-Header-Content-Length (int() fails)"),
+                )
+            },
         }
     }
 
@@ -117,6 +132,7 @@ class KServe(KServeTarget):
 class KServeV1(KServeTarget):
     name = "kserve-v1"
     model_ready_path = "/v1/models/{model}"
+    known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {"0.21": HEADER_1MIB_DEVIATION}
 
     def protocol(self) -> Protocol:
         return V1ImageProtocol(self.model_name, spec=self.card.serving_spec())

@@ -45,6 +45,7 @@ from ..protocols.torchserve import (
     bearer,
     error_message,
     key_refused,
+    worker_states,
     workers_ready,
 )
 from ..types import Option
@@ -177,6 +178,13 @@ class TorchServe(ServingTarget):
             return False
         response = self._management_get(endpoint, session, f"/models/{self.model_name}")
         return response is not None and response.ok and workers_ready(response.content)
+
+    def health(self, endpoint: Endpoint, session: requests.Session) -> dict[str, object]:
+        """Readiness, and every worker's id, pid and status: a worker that bad requests crashed and
+        TorchServe restarted shows as another pid, a stuck one as a status other than READY."""
+        response = self._management_get(endpoint, session, f"/models/{self.model_name}")
+        body = response.content if response is not None else b""
+        return {"ready": self.is_ready(endpoint, session), "workers": worker_states(body)}
 
     def protocol(self) -> Protocol:
         return TorchServeProtocol(self.model_name)

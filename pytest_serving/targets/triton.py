@@ -130,6 +130,19 @@ class Triton(ServingTarget):
                 "500 when its shared-memory pool cannot grow beyond the container's /dev/shm (64 MiB by Docker's "
                 "default), before model.py runs"
             ),
+            "json-nesting-150000": (
+                "Triton 2.51.0 crashes on a JSON body nested 150 000 arrays deep: its recursive JSON parser "
+                "overflows the HTTP thread's stack and the process dies without a word in its log, before any "
+                "model code runs (100 000 deep is refused with a 4xx)"
+            ),
+            **{
+                f"{encoding}-bomb": (
+                    f"Triton 2.51.0 inflates a {encoding} Content-Encoding body whole, with no limit (256 MiB of "
+                    "zeros take it 7 s), then answers 500 to the JSON it cannot parse (TritonJson errors are "
+                    "INTERNAL)"
+                )
+                for encoding in ("gzip", "deflate")
+            },
         }
     }
 
@@ -236,7 +249,12 @@ class Triton(ServingTarget):
 
     def health(self, endpoint: Endpoint, session: requests.Session) -> dict[str, object]:
         """Readiness, and the state of every model version in the repository index: a model that
-        bad requests made UNAVAILABLE, or that Triton reloaded, shows as a change."""
+        bad requests made UNAVAILABLE, or that Triton reloaded, shows as a change.
+
+        Triton 2.51 exposes nothing about its python stubs: when a stub dies, server and model
+        readiness and the index all stay READY while every request gets 500 "Stub process ... is not
+        healthy" (stub health in model readiness, TRITONBACKEND_ModelInstanceReady, came later). The
+        robustness suite's inference of a known sample after each case is what sees it."""
         try:
             response = session.post(f"{endpoint.base_url}/v2/repository/index", json={}, timeout=5.0)
             response.raise_for_status()

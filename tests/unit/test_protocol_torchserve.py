@@ -11,6 +11,7 @@ from pytest_serving.protocols.torchserve import (
     bearer,
     error_message,
     key_refused,
+    worker_states,
     workers_ready,
 )
 from pytest_serving.targets.base import Endpoint, TargetOptions
@@ -239,3 +240,11 @@ def test_not_ready_and_not_asked_before_the_key_file_exists():
 def test_a_refused_management_key_fails_at_once_instead_of_waiting_for_the_timeout():
     with pytest.raises(TorchServeAuthError, match="refused the management key"):
         target().is_ready(started({"key_file.json": KEY_FILE}), RecordingSession(400, REFUSED_KEY))
+
+
+def test_worker_states_name_each_worker_by_id_and_pid():
+    assert worker_states(describe("READY", "UNLOADING")) == {
+        "worker 9000 pid 100": "READY",
+        "worker 9001 pid 101": "UNLOADING",
+    }
+    assert list(worker_states(b"not json")) == ["(describe-model unreadable)"]

@@ -56,7 +56,17 @@ def answer(status: int | None, body: bytes = b'{"error":"cannot decode image"}',
 
 
 HEALTHY = Aftermath((), True, "sample a: top-1 1, in-process 1")
-CRASHED = Aftermath(("not ready (ready=False)",), False, "sample a: ConnectionError: refused", "Segmentation fault")
+CRASHED = Aftermath(
+    ("not ready (ready=False)",), False, "sample a: ConnectionError: refused", "Segmentation fault", next_answered=False
+)
+#: A Triton python stub that died: health and the repository index still say READY, every request gets 500.
+DEAD_STUB = Aftermath(
+    (),
+    False,
+    "sample a: ProtocolError: v2: HTTP 500: Stub process 'efficientnet_lite0_0_0' is not healthy.",
+    "Stub process ... is not healthy",
+    next_answered=False,
+)
 
 
 def test_answer_describes_status_and_start_of_body():
@@ -149,6 +159,7 @@ def test_passing_case_records_its_answer():
         "status": 400,
         "error": '{"error":"cannot decode image"}',
         "survived": True,
+        "died": False,
         "next_answer_correct": True,
         "latency_ms": 12.5,
         "outcome": "pass",
@@ -162,7 +173,7 @@ def test_failure_message_says_case_answer_and_survival():
     assert "robustness case 'truncated-50pct' on triton (triton 2.51.0)" in message
     assert "expected: 400/422 with a readable error" in message
     assert "got: HTTP 500 in 12 ms, body '" + "boom" * 75 + "'" in message
-    assert "server survived: yes (health unchanged)" in message
+    assert "server survived: yes (health unchanged, next valid sample answered right)" in message
     assert "container log tail" not in message
 
 
@@ -170,7 +181,7 @@ def test_a_server_that_dies_fails_with_its_log_tail():
     result = judge("triton", TRITON, TRUNCATED, answer(400), CRASHED)
     assert result.outcome == "fail"
     message = result.message()
-    assert "server survived: NO: not ready (ready=False)" in message
+    assert "server survived: NO, it died: a valid sample gets no prediction (not ready (ready=False))" in message
     assert "next valid sample: WRONG: sample a: ConnectionError: refused" in message
     assert message.endswith("container log tail:\nSegmentation fault")
     assert result.record()["survived"] is False and result.record()["next_answer_correct"] is False
@@ -178,7 +189,25 @@ def test_a_server_that_dies_fails_with_its_log_tail():
 
 def test_wrong_next_answer_fails_even_when_health_is_unchanged():
     wrong = Aftermath((), False, "sample a: top-1 3, in-process 1", "log")
-    assert judge("triton", TRITON, TRUNCATED, answer(400), wrong).outcome == "fail"
+    result = judge("triton", TRITON, TRUNCATED, answer(400), wrong)
+    assert result.outcome == "fail" and result.record()["survived"] is False
+    assert "server survived: NO: it answers a valid sample wrong" in result.message()
+
+
+def test_a_dead_backend_behind_green_health_endpoints_did_not_survive_and_died():
+    result = judge("triton", TRITON, TRUNCATED, answer(400), DEAD_STUB)
+    assert result.outcome == "fail"
+    assert result.record()["survived"] is False and result.record()["died"] is True
+    message = result.message()
+    assert "server survived: NO, it died: a valid sample gets no prediction (its health endpoints still say ready)" in (
+        message
+    )
+    assert message.endswith("container log tail:\nStub process ... is not healthy")
+
+
+def test_a_known_deviation_does_not_excuse_a_dead_backend():
+    dead = judge("triton", TRITON, JSON_MALFORMED, answer(500), DEAD_STUB, deviations=Triton.known_deviations)
+    assert dead.outcome == "fail"
 
 
 def test_known_server_500_is_a_deviation():
@@ -226,7 +255,7 @@ def test_every_deviation_names_server_and_version(name):
 def test_deviations_live_on_their_target_classes():
     assert "json-malformed" in Triton.known_deviations["2.51"]
     assert "unknown-version" in TARGETS["kserve"].known_deviations["0.21"]
-    assert TARGETS["kserve-v1"].known_deviations == {}
+    assert set(TARGETS["kserve-v1"].known_deviations["0.21"]) == {"header-1mib"}
     assert "oversize-80mib" in TARGETS["torchserve"].known_deviations["0.12"]
 
 
