@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from broken import literal, plant
 
 from pytest_serving.cli import export_model
 
@@ -44,10 +45,7 @@ def exported_repo(tmp_path_factory) -> Path:
 def broken_copy(exported: Path, destination: Path, pattern: str, replacement: str) -> Path:
     """A copy of ``exported`` whose model.py has ``pattern`` (found exactly once) replaced."""
     shutil.copytree(exported, destination)
-    model_py = destination / "triton" / MODEL / "1" / "model.py"
-    source = model_py.read_text()
-    assert source.count(pattern) == 1, f"bug injection: pattern not found once in {model_py}:\n{pattern}"
-    model_py.write_text(source.replace(pattern, replacement))
+    plant(destination / "triton" / MODEL / "1", *literal("model.py", pattern, replacement))
     return destination
 
 
