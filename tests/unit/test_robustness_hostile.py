@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
 import zlib
 
 import pytest
+from PIL import Image
 
 from pytest_serving.protocols.tfserving import V1ImageProtocol
 from pytest_serving.protocols.torchserve import TorchServeProtocol
 from pytest_serving.protocols.v2 import V2Protocol
-from pytest_serving.robustness import hostile
+from pytest_serving.robustness import catalogue, hostile
 from pytest_serving.robustness.hostile import CLOSED, Attack, HostileOutcome, Wire, attack_problems
 from pytest_serving.robustness.outcome import Aftermath, Answer
+from pytest_serving.targets import TARGETS
 from pytest_serving.types import HttpRequest
 
 ALIVE = Aftermath((), True, "sample a: top-1 1, in-process 1")
@@ -138,3 +141,13 @@ def test_a_known_deviation_excuses_a_death_only_on_a_throwaway_deployment():
     assert throwaway.record()["deviation"] == "crashes"
     alive = HostileOutcome("triton", "triton 2.51.0", REJECT, seen, ALIVE, (), "crashes", isolated=True)
     assert alive.outcome == "pass"  # the suite's strict xfail then reports XPASS: remove the entry
+
+
+def test_every_known_deviation_names_a_case_that_exists():
+    """A misspelt case name in a target's known_deviations would never match, and never xfail."""
+    jpeg = io.BytesIO()
+    Image.linear_gradient("L").resize((32, 32)).convert("RGB").save(jpeg, "JPEG")
+    names = {case.name for case in catalogue(jpeg.getvalue())} | set(hostile.BY_NAME)
+    for target in TARGETS.values():
+        for cases in target.known_deviations.values():
+            assert set(cases) <= names, f"{target.__name__}: {sorted(set(cases) - names)}"
