@@ -163,7 +163,9 @@ class ServerWatch:
         return self.deployment.target.health(self.deployment.endpoint, self._session)
 
     def aftermath(self) -> Aftermath:
-        """Health against the baseline, and a real inference of the next valid sample: alive means answering."""
+        """Health against the baseline, right after the case and again after a real inference of the next valid
+        sample (alive means answering): a crashed worker that its server restarts in the meantime shows in one
+        of the two (not ready, or another pid), whichever the server's bookkeeping had caught up with."""
         changes = health_changes(self.baseline, self.health())
         sample = next(self._samples)
         expected = self.reference[sample.id]
@@ -174,6 +176,7 @@ class ServerWatch:
         else:
             answered, correct = True, same_top1(prediction, expected)
             answer = f"sample {sample.id}: top-1 {prediction.top1}, in-process {expected.top1}"
+        changes = tuple(dict.fromkeys((*changes, *health_changes(self.baseline, self.health()))))
         log_tail = "" if correct and not changes else self.deployment.log_tail()
         return Aftermath(changes, correct, answer, log_tail, next_answered=answered)
 

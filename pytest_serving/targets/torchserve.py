@@ -181,10 +181,14 @@ class TorchServe(ServingTarget):
 
     def health(self, endpoint: Endpoint, session: requests.Session) -> dict[str, object]:
         """Readiness, and every worker's id, pid and status: a worker that bad requests crashed and
-        TorchServe restarted shows as another pid, a stuck one as a status other than READY."""
+        TorchServe restarted shows as another pid, a stuck one as a status other than READY. Both from one
+        describe-model answer, so they never disagree."""
+        if self.auth and self.token_keys(endpoint) is None:
+            return {"ready": False, "workers": {}}
         response = self._management_get(endpoint, session, f"/models/{self.model_name}")
         body = response.content if response is not None else b""
-        return {"ready": self.is_ready(endpoint, session), "workers": worker_states(body)}
+        ready = response is not None and response.ok and workers_ready(body)
+        return {"ready": ready, "workers": worker_states(body)}
 
     def protocol(self) -> Protocol:
         return TorchServeProtocol(self.model_name)
