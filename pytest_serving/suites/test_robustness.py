@@ -49,8 +49,11 @@ from pytest_serving.targets import TARGETS
 
 pytestmark = [pytest.mark.serving, pytest.mark.serving_robustness]
 
-#: No answer within this long is a hang.
+#: No answer within this long is a hang...
 REQUEST_TIMEOUT_S = 60.0
+#: ...plus this much per MiB of body: a server may take time in proportion to what it is sent
+#: (KServe 0.21 took ~47 s to answer an 80 MiB binary tensor with its 400, and over 60 s on a busy machine).
+TIMEOUT_S_PER_MIB = 2.0
 CATALOGUE_SEED = 0
 POISONED_THREADS = 8
 #: Failures quoted in the poisoned-load message.
@@ -192,13 +195,19 @@ def robustness_watch(serving_deployment, serving_client, serving_samples, servin
     watch.close()
 
 
+def request_timeout(request: HttpRequest) -> float:
+    """How long ``request`` may go unanswered before it counts as a hang: longer for larger bodies."""
+    return REQUEST_TIMEOUT_S + TIMEOUT_S_PER_MIB * len(request.body) / (1 << 20)
+
+
 def send(client: ClassifierClient, request: HttpRequest) -> Answer:
     """Send ``request`` with a bounded timeout; a timeout or a dropped connection is an Answer without status."""
+    timeout = request_timeout(request)
     start = time.perf_counter()
     try:
-        response = client.send(request, timeout=REQUEST_TIMEOUT_S)
+        response = client.send(request, timeout=timeout)
     except requests.Timeout:
-        return Answer(None, b"", _ms_since(start), f"no answer within {REQUEST_TIMEOUT_S:.0f} s")
+        return Answer(None, b"", _ms_since(start), f"no answer within {timeout:.0f} s")
     except requests.RequestException as error:
         return Answer(None, b"", _ms_since(start), f"{type(error).__name__}: {error}")
     return Answer(response.status_code, response.content, _ms_since(start))
