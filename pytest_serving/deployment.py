@@ -83,6 +83,10 @@ class Deployment:
     def log_tail(self) -> str:
         return self.container.log_tail() if self.container else "(server not started by pytest-serving: no logs)"
 
+    def postmortem(self) -> str:
+        """The container's state, exit code and log tail, for a failure that may mean the server died."""
+        return self.container.postmortem() if self.container else "(server not started by pytest-serving: no logs)"
+
     @property
     def monitor(self) -> ResourceMonitor | None:
         """Memory and CPU readings of the container and its cold start; None for a server not started here."""

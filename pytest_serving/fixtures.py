@@ -148,6 +148,7 @@ def serving_load(
         monitor=serving_deployment.monitor,
         server_metrics=serving_deployment.target.server_metrics,
         strict=session.release.limits.strict,
+        postmortem=serving_deployment.postmortem,
     )
 
 

@@ -79,6 +79,23 @@ class ServingContainer(DockerContainer):
         text = (stdout + stderr).decode("utf-8", "replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def postmortem(self) -> str:
+        """What Docker says of the container now (state; for a stopped one its exit code and whether the
+        kernel killed it for memory) and its log tail: why a server stopped answering mid-test."""
+        try:
+            container = self.get_wrapped_container()
+            container.reload()
+        except docker.errors.NotFound:
+            return f"{self.target.name} container ({self.image}): removed"
+        state = container.attrs.get("State", {})
+        line = f"{self.target.name} container ({self.image}): {state.get('Status', container.status)}"
+        if not state.get("Running", False):
+            line += (
+                f", exit code {state.get('ExitCode')}, OOM-killed: {state.get('OOMKilled')}, "
+                f"finished {state.get('FinishedAt')}"
+            )
+        return f"{line}\n--- container log tail ---\n{self.log_tail()}"
+
     def state(self) -> str:
         """Docker's status of the container ("running", "exited"…), "removed" once gone."""
         try:

@@ -105,6 +105,8 @@ class ServingLoad:
     server_metrics: ServerMetricsSpec | None = None
     #: An inconclusive comparison with the baseline fails the test (``--serving-release-strict``).
     strict: bool = False
+    #: The current server's container state, exit code and log tail: quoted when a phase had failed requests.
+    postmortem: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
         #: Endpoints and resource monitors by base URL: the current server and every fresh one a sweep boots.
@@ -130,7 +132,7 @@ class ServingLoad:
             },
         )
         if check:
-            _fail_on(violations)
+            self._fail_on(violations, failed_requests=stats.failures > 0)
             _warn_if_unstable(stats, budget)
         return stats
 
@@ -176,14 +178,15 @@ class ServingLoad:
                 },
             )
         if check:
-            _fail_on(
+            self._fail_on(
                 [
                     line
                     for level in result.levels
                     for repeat in level.repeats
                     for line in self._over_budget(repeat, budget)
                 ]
-                + self._baseline_failures(against_baseline)
+                + self._baseline_failures(against_baseline),
+                failed_requests=any(repeat.failures for level in result.levels for repeat in level.repeats),
             )
             for level in result.levels:
                 for repeat in level.repeats:
@@ -316,6 +319,15 @@ class ServingLoad:
             lines += gate_failures(finding.verdict, [finding.reason], self.strict, "--serving-baseline")
         return lines
 
+    def _fail_on(self, violations: list[str], failed_requests: bool) -> None:
+        """Fail the test with one line per violated budget or regression; when requests failed, the
+        server may have died: what Docker says of its container follows."""
+        if not violations:
+            return
+        if failed_requests and self.postmortem is not None:
+            violations = [*violations, self.postmortem()]
+        pytest.fail("\n".join(violations), pytrace=False)
+
     def _record(self, entry: dict, extra: dict) -> None:
         self.results.append(
             ("targets", self.endpoint.target, "load"),
@@ -351,10 +363,6 @@ def baseline_record(findings: list[Finding]) -> dict:
     }
 
 
-def _fail_on(violations: list[str]) -> None:
-    """Fail the test with one line per violated budget or regression."""
-    if violations:
-        pytest.fail("\n".join(violations), pytrace=False)
 
 
 def read_baseline(path: Path | None) -> dict | None:
