@@ -89,8 +89,11 @@ class Protocol(ABC):
 
     def raise_for_status(self, status: int, body: bytes) -> None:
         if status != 200:
-            text = body[:500].decode("utf-8", "replace")
-            raise ProtocolError(f"{self.name}: HTTP {status}: {text}")
+            raise ProtocolError(f"{self.name}: HTTP {status}: {self.error_text(body)}")
+
+    def error_text(self, body: bytes) -> str:
+        """What an error answer says; a protocol whose servers shape their errors reads that shape."""
+        return body[:500].decode("utf-8", "replace")
 
 
 def base64_text(data: bytes) -> str:

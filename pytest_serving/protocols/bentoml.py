@@ -11,39 +11,19 @@ from __future__ import annotations
 
 import json
 
-from .base import HttpRequest, Prediction, Protocol, ProtocolError
+from .image_file import ImageFileProtocol
 
 
-class BentoMLProtocol(Protocol):
-    """Image-in/top-5-out over a BentoML service API."""
+class BentoMLProtocol(ImageFileProtocol):
+    """Image-in/top-5-out over a BentoML service API: ``/classify/{model}``, the route of
+    ``model_repo/bentoml/service.py``'s API, which names its model. BentoML has no model versions:
+    a versioned path, ``/classify/{model}/{version}``, is a route it lacks."""
 
     name = "bentoml-http"
-    carries_image = True
-    binary_body = True
+    route = "classify"
 
-    @property
-    def infer_path(self) -> str:
-        """``/classify/{model}``: the route of ``model_repo/bentoml/service.py``'s API, which names its model.
-
-        BentoML has no model versions: a versioned path, ``/classify/{model}/{version}``, is a route it lacks.
-        """
-        return f"/classify/{self.model_name}" + (f"/{self.version}" if self.version else "")
-
-    def encode(self, image: bytes) -> HttpRequest:
-        return HttpRequest("POST", self.infer_path, image, {"Content-Type": "application/octet-stream"})
-
-    def decode(self, status: int, body: bytes) -> Prediction:
-        if status != 200:
-            raise ProtocolError(f"{self.name}: HTTP {status}: {error_message(body)}")
-        try:
-            answer = json.loads(body)
-            classes = tuple(int(c) for c in answer["classes"])
-            probabilities = tuple(float(p) for p in answer["probabilities"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ProtocolError(f"{self.name}: response is not a top-5 prediction: {error}: {body[:300]!r}") from None
-        if not classes or len(classes) != len(probabilities):
-            raise ProtocolError(f"{self.name}: {len(classes)} classes but {len(probabilities)} probabilities")
-        return Prediction(classes, probabilities)
+    def error_text(self, body: bytes) -> str:
+        return error_message(body)
 
 
 def error_message(body: bytes) -> str:

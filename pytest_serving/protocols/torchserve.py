@@ -12,41 +12,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .base import HttpRequest, Prediction, Protocol, ProtocolError
+from .image_file import ImageFileProtocol
 
 #: The error type of a request whose bearer key is missing, wrong or expired.
 INVALID_KEY = "InvalidKeyException"
 
 
-class TorchServeProtocol(Protocol):
-    """Image-in/top-5-out over TorchServe's inference API."""
+class TorchServeProtocol(ImageFileProtocol):
+    """Image-in/top-5-out over TorchServe's inference API: ``/predictions/{model}[/{version}]``."""
 
     #: TorchServe's inference API, which Multi Model Server shares.
     name = "torchserve-rest"
-    carries_image = True
-    binary_body = True
+    route = "predictions"
 
-    @property
-    def infer_path(self) -> str:
-        """``/predictions/{model}[/{version}]``."""
-        return f"/predictions/{self.model_name}" + (f"/{self.version}" if self.version else "")
-
-    def encode(self, image: bytes) -> HttpRequest:
-        # octet-stream, not image/jpeg: the handler decodes whatever Pillow reads.
-        return HttpRequest("POST", self.infer_path, image, {"Content-Type": "application/octet-stream"})
-
-    def decode(self, status: int, body: bytes) -> Prediction:
-        if status != 200:
-            raise ProtocolError(f"{self.name}: HTTP {status}: {error_message(body)}")
-        try:
-            answer = json.loads(body)
-            classes = tuple(int(c) for c in answer["classes"])
-            probabilities = tuple(float(p) for p in answer["probabilities"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ProtocolError(f"{self.name}: response is not a top-5 prediction: {error}: {body[:300]!r}") from None
-        if not classes or len(classes) != len(probabilities):
-            raise ProtocolError(f"{self.name}: {len(classes)} classes but {len(probabilities)} probabilities")
-        return Prediction(classes, probabilities)
+    def error_text(self, body: bytes) -> str:
+        return error_message(body)
 
 
 def error_message(body: bytes) -> str:
