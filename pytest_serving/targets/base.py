@@ -171,3 +171,23 @@ def probe(
         return session.get(url, timeout=timeout, headers=headers)
     except requests.RequestException:
         return None
+
+
+def v2_ready(session: requests.Session, base_url: str, model_ready_path: str) -> bool:
+    """The V2 protocol's readiness: the server's (``/v2/health/ready``) and the model's."""
+    server = probe(session, f"{base_url}/v2/health/ready")
+    model = probe(session, base_url + model_ready_path)
+    return bool(server is not None and server.ok and model is not None and model.ok)
+
+
+def v2_server_version(session: requests.Session, base_url: str, default_name: str) -> str:
+    """``name version`` from the V2 server metadata (``GET /v2``); the name is ``default_name`` where the
+    server gives none; "unknown" while the server does not say."""
+    response = probe(session, f"{base_url}/v2")
+    if response is None or not response.ok:
+        return "unknown"
+    try:
+        metadata = response.json()
+        return f"{metadata.get('name', default_name)} {metadata.get('version', 'unknown')}"
+    except (ValueError, AttributeError):
+        return "unknown"

@@ -28,7 +28,7 @@ from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
 from ..protocols.kserve_v2 import KServeV2Protocol
 from ..protocols.tfserving import V1ImageProtocol
-from .base import Endpoint, ServingTarget, probe
+from .base import Endpoint, ServingTarget, v2_ready, v2_server_version
 
 KSERVE_VERSION = "0.21.0"
 SERVER_SCRIPT = "kserve_model.py"
@@ -81,16 +81,10 @@ class KServeTarget(ServingTarget):
         ]
 
     def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
-        server = probe(session, f"{endpoint.base_url}/v2/health/ready")
-        model = probe(session, endpoint.base_url + self.model_ready_path.format(model=self.model_name))
-        return bool(server is not None and server.ok and model is not None and model.ok)
+        return v2_ready(session, endpoint.base_url, self.model_ready_path.format(model=self.model_name))
 
     def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
-        response = probe(session, f"{endpoint.base_url}/v2")
-        if response is None or not response.ok:
-            return "unknown"
-        metadata = response.json()
-        return f"{metadata.get('name', 'kserve')} {metadata.get('version', 'unknown')}"
+        return v2_server_version(session, endpoint.base_url, "kserve")
 
 
 #: Both protocols' deviation: the server, not a protocol's path, reads every header.

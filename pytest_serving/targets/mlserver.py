@@ -31,7 +31,7 @@ from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
 from ..protocols.v2 import V2JsonProtocol
-from .base import Endpoint, ServingTarget, probe
+from .base import Endpoint, ServingTarget, v2_ready, v2_server_version
 
 MLSERVER_VERSION = "1.7.1"
 RUNTIME = "runtime.py"
@@ -108,16 +108,10 @@ class MLServer(ServingTarget):
         }
 
     def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
-        server = probe(session, f"{endpoint.base_url}/v2/health/ready")
-        model = probe(session, f"{endpoint.base_url}/v2/models/{self.model_name}/ready")
-        return bool(server is not None and server.ok and model is not None and model.ok)
+        return v2_ready(session, endpoint.base_url, f"/v2/models/{self.model_name}/ready")
 
     def protocol(self) -> Protocol:
         return V2JsonProtocol(self.model_name)
 
     def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
-        response = probe(session, f"{endpoint.base_url}/v2")
-        if response is None or not response.ok:
-            return "unknown"
-        metadata = response.json()
-        return f"{metadata.get('name', 'mlserver')} {metadata.get('version', 'unknown')}"
+        return v2_server_version(session, endpoint.base_url, "mlserver")

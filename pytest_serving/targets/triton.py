@@ -34,7 +34,7 @@ from ..model.deploy_files import write_card_files
 from ..model.preprocess import MODEL_FILE
 from ..protocols.base import Protocol
 from ..protocols.v2 import V2Protocol, V2TensorProtocol
-from .base import Endpoint, ServingTarget, probe
+from .base import Endpoint, ServingTarget, v2_ready, v2_server_version
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard
@@ -232,9 +232,7 @@ class Triton(ServingTarget):
         ]
 
     def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
-        server = probe(session, f"{endpoint.base_url}/v2/health/ready")
-        model = probe(session, f"{endpoint.base_url}/v2/models/{self.deployed_model}/ready")
-        return bool(server is not None and server.ok and model is not None and model.ok)
+        return v2_ready(session, endpoint.base_url, f"/v2/models/{self.deployed_model}/ready")
 
     def protocol(self) -> Protocol:
         if self.image_origin == "official":
@@ -242,10 +240,7 @@ class Triton(ServingTarget):
         return V2Protocol(self.deployed_model)
 
     def server_version(self, endpoint: Endpoint, session: requests.Session) -> str:
-        response = probe(session, f"{endpoint.base_url}/v2")
-        if response is None or not response.ok:
-            return "unknown"
-        return f"triton {response.json().get('version', 'unknown')}"
+        return v2_server_version(session, endpoint.base_url, "triton")
 
     def health(self, endpoint: Endpoint, session: requests.Session) -> dict[str, object]:
         """Readiness, and the state of every model version in the repository index: a model that
