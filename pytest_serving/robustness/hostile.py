@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from ..protocols.base import Protocol
 from ..types import HttpRequest
-from .outcome import Aftermath, Answer, Outcome, verdict
+from .outcome import Aftermath, Answer, Outcome, case_record, message_tail, verdict
 
 #: No answer to a hostile request within this long is a hang.
 ANSWER_TIMEOUT_S = 15.0
@@ -441,30 +441,17 @@ class HostileOutcome:
         ]
         if self.attack.during is not None:
             lines.append(f"valid request during the attack: {self.attack.during.describe()}")
-        lines += [f"problem: {problem}" for problem in self.problems]
-        lines.append(self.aftermath.describe())
-        if self.deviation:
-            lines.append(f"known server deviation: {self.deviation}")
-        if not self.aftermath.ok:
-            lines.append(f"container log tail:\n{self.aftermath.log_tail}")
-        return "\n".join(lines)
+        return "\n".join(lines + message_tail(self.problems, self.aftermath, self.deviation))
 
     def record(self) -> dict[str, object]:
         """The results.json entry, shaped like a catalogue case's, beside them under ``robustness``."""
-        answer = self.attack.answer
-        record: dict[str, object] = {
-            "kind": "hostile",
-            "expect": self.case.expect,
-            "status": answer.status,
-            "error": "" if answer.success else answer.text or answer.transport_error,
-            "during": self.attack.during.describe() if self.attack.during is not None else None,
-            "survived": self.aftermath.survived,
-            "died": self.aftermath.died,
-            "next_answer_correct": self.aftermath.next_answer_correct,
-            "latency_ms": round(answer.latency_ms, 1),
-            "outcome": self.outcome,
-            "problems": list(self.problems),
-        }
-        if self.deviation:
-            record["deviation"] = self.deviation
-        return record
+        return case_record(
+            self.case.expect,
+            self.attack.answer,
+            self.aftermath,
+            self.outcome,
+            self.problems,
+            self.deviation,
+            kind="hostile",
+            during=self.attack.during.describe() if self.attack.during is not None else None,
+        )

@@ -229,31 +229,50 @@ class CaseOutcome:
             f"robustness case {self.case.name!r} on {self.target} ({self.server_version}): {self.case.description}",
             f"expected: {expectation(self.case)}",
             f"got: {self.answer.describe()}",
-            *(f"problem: {problem}" for problem in self.problems),
-            self.aftermath.describe(),
         ]
-        if self.deviation:
-            lines.append(f"known server deviation: {self.deviation}")
-        if not self.aftermath.ok:
-            lines.append(f"container log tail:\n{self.aftermath.log_tail}")
-        return "\n".join(lines)
+        return "\n".join(lines + message_tail(self.problems, self.aftermath, self.deviation))
 
     def record(self) -> dict[str, object]:
         """The results.json entry for this case."""
-        record: dict[str, object] = {
-            "expect": self.case.expect,
-            "status": self.answer.status,
-            "error": "" if self.answer.success else self.answer.text or self.answer.transport_error,
-            "survived": self.aftermath.survived,
-            "died": self.aftermath.died,
-            "next_answer_correct": self.aftermath.next_answer_correct,
-            "latency_ms": round(self.answer.latency_ms, 1),
-            "outcome": self.outcome,
-            "problems": list(self.problems),
-        }
-        if self.deviation:
-            record["deviation"] = self.deviation
-        return record
+        return case_record(self.case.expect, self.answer, self.aftermath, self.outcome, self.problems, self.deviation)
+
+
+def message_tail(problems: Sequence[str], aftermath: Aftermath, deviation: str | None) -> list[str]:
+    """The lines a robustness failure ends with: its problems, the server's aftermath, a known deviation
+    and, when the server did not come through, the container's log tail."""
+    lines = [*(f"problem: {problem}" for problem in problems), aftermath.describe()]
+    if deviation:
+        lines.append(f"known server deviation: {deviation}")
+    if not aftermath.ok:
+        lines.append(f"container log tail:\n{aftermath.log_tail}")
+    return lines
+
+
+def case_record(
+    expect: str,
+    answer: Answer,
+    aftermath: Aftermath,
+    outcome: Outcome,
+    problems: Sequence[str],
+    deviation: str | None,
+    **extra: object,
+) -> dict[str, object]:
+    """A robustness case's results.json entry (``extra`` adds a kind's own fields)."""
+    record: dict[str, object] = {
+        **extra,
+        "expect": expect,
+        "status": answer.status,
+        "error": "" if answer.success else answer.text or answer.transport_error,
+        "survived": aftermath.survived,
+        "died": aftermath.died,
+        "next_answer_correct": aftermath.next_answer_correct,
+        "latency_ms": round(answer.latency_ms, 1),
+        "outcome": outcome,
+        "problems": list(problems),
+    }
+    if deviation:
+        record["deviation"] = deviation
+    return record
 
 
 def judge(
