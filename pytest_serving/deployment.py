@@ -117,7 +117,7 @@ def deploy(
     as the in-process model does (ServerStartError with the log tail otherwise).
     """
     target_class = TARGETS[name]
-    options = target_options(settings)
+    options = replace(target_options(settings), candidate=candidate)
     problem = target_class(options).unavailable_reason()
     if candidate is not None:
         problem = problem or target_class(options).release_unsupported()

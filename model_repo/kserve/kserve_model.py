@@ -1,7 +1,9 @@
 """KServe model server for any model card: the card's ONNX behind KServe's V1 and V2 REST APIs.
 
-Run as ``python3 kserve_model.py --model_name NAME --model_dir FOLDER`` (plus any
-``kserve.ModelServer`` option), FOLDER holding the card's ``model.onnx`` and ``serving_card.json``.
+Run as ``python3 kserve_model.py --models NAME=FOLDER [NAME=FOLDER ...]`` (plus any
+``kserve.ModelServer`` option), each FOLDER holding a card's ``model.onnx`` and ``serving_card.json``;
+one server serves every model under its NAME (a release deployment: the current model and the candidate).
+All are loaded before the server starts listening, so it is never ready with one model missing.
 ``serving_preprocess.py`` beside this file is a verbatim copy of ``pytest_serving/model/preprocess.py``,
 so the server and the in-process reference decode, preprocess and infer with the same code.
 
@@ -138,15 +140,31 @@ def _v1_instance(spec: dict, position: int, instance) -> np.ndarray:
     return array.astype(spec["input"]["dtype"])
 
 
+def named_folder(value: str) -> tuple[str, str]:
+    """``NAME=FOLDER`` as (name, folder)."""
+    name, separator, folder = value.partition("=")
+    if not (name and separator and folder):
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {value!r}")
+    return name, folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
     parser.add_argument(
-        "--model_dir", required=True, help="the folder of model.onnx and serving_card.json"
+        "--models",
+        nargs="+",
+        type=named_folder,
+        required=True,
+        help="NAME=FOLDER for each model to serve, FOLDER holding model.onnx and serving_card.json",
     )
     args, _ = parser.parse_known_args()
-    model = CardModel(args.model_name, args.model_dir)
-    model.load()
-    ModelServer().start([model])
+    names = [name for name, _ in args.models]
+    if len(set(names)) != len(names):
+        parser.error(f"--models: each NAME once, got {names}")
+    models = [CardModel(name, folder) for name, folder in args.models]
+    for model in models:
+        model.load()
+    ModelServer().start(models)
 
 
 if __name__ == "__main__":

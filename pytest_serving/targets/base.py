@@ -24,11 +24,13 @@ class TargetOptions:
     """The user's choices that shape how a target runs (from the command line or ini).
 
     ``card`` is the model to deploy (``--serving-model``); ``model_name``, the name the server
-    knows it by, is the card's name.
+    knows it by, is the card's name. ``candidate`` (``--serving-candidate``) is set only for a
+    release deployment, whose server hosts both (``ServingTarget.build_release_deployment``).
     """
 
     model_name: str = "efficientnet_lite0"
     card: ModelCard | None = None
+    candidate: ModelCard | None = None
     model_repo: Path | None = None
     gpus: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
