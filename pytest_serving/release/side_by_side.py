@@ -22,7 +22,7 @@ from ..load.runner import run_phase
 from ..load.stats import LATENCY_SAMPLE_SIZE, PhaseStats
 from ..protocols.base import Prediction, Protocol
 from ..protocols.client import ClassifierClient
-from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout
+from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout, record_rollout_skipped
 from ..samples import Sample
 from ..targets.base import Endpoint, ServingTarget
 from ..verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
@@ -220,7 +220,7 @@ class ReleaseGate:
         name = self.endpoint.target
         unsupported = self.target.rollout_unsupported()
         if unsupported:
-            self.results.set(("targets", name, "rollout_skipped"), unsupported)
+            record_rollout_skipped(self.results, name, unsupported)
             warnings.warn(RolloutSkipped(f"{name} rollout skipped: {unsupported}"), stacklevel=3)
             return []
         rate = max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])

@@ -264,9 +264,12 @@ RELEASE_NOTE = (
 
 def _release_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """Per target: the verdict and its reasons, both versions side by side, the latency
-    distributions, and the rollout with its per-second chart. Nothing when no candidate ran."""
+    distributions, and the rollout with its per-second chart (or why it was skipped). Nothing when no
+    candidate ran."""
     targets = {
-        name: data for name, data in target_results(results).items() if data.get("release") or data.get("rollout")
+        name: data
+        for name, data in target_results(results).items()
+        if data.get("release") or data.get("rollout") or data.get("rollout_skipped")
     }
     if not targets:
         return ""
@@ -290,6 +293,9 @@ def _release_section(results: Mapping[str, Any], images: Mapping[str, bytes]) ->
             chart = f"release-{name}-rollout"
             if chart in images:
                 parts.append(_image(chart, images, f"{name}: rollout per second"))
+        if data.get("rollout_skipped"):
+            parts.append(f"<h3>{escape(name)}: rollout under load: skipped</h3>")
+            parts.append(f"<p>{escape(str(data['rollout_skipped']))}</p>")
     return "\n".join(parts)
 
 

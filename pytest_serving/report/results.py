@@ -71,8 +71,9 @@ def _descend(results: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 # --- the layout of the release records ----------------------------------------------------------
-# ``targets.<name>.release`` and ``targets.<name>.rollout``: declared here, written only through
-# ``record_release`` / ``record_rollout``, read by the report and the terminal summary.
+# ``targets.<name>.release``, ``targets.<name>.rollout`` and ``targets.<name>.rollout_skipped``:
+# declared here, written only through ``record_release`` / ``record_rollout`` /
+# ``record_rollout_skipped``, read by the report and the terminal summary.
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,8 @@ def record_release(store: ResultsStore, target: str, record: ReleaseRecord) -> N
 
 def record_rollout(store: ResultsStore, target: str, record: RolloutRecord) -> None:
     store.set(("targets", target, "rollout"), asdict(record))
+
+
+def record_rollout_skipped(store: ResultsStore, target: str, reason: str) -> None:
+    """``targets.<name>.rollout_skipped``: why the target's server could not switch versions live."""
+    store.set(("targets", target, "rollout_skipped"), reason)

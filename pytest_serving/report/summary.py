@@ -406,7 +406,7 @@ def answers_cell(entry: Mapping[str, Any]) -> str:
 def _resource(entry: Mapping[str, Any], figure: str) -> float | None:
     return (entry.get("resources") or {}).get(figure)
 def release_lines(data: Mapping[str, Any]) -> list[str]:
-    """One line for the release verdict (with its reasons) and one for the rollout, when recorded."""
+    """One line for the release verdict (with its reasons) and one for the rollout (or why it was skipped)."""
     lines = []
     release = data.get("release")
     if release:
@@ -419,6 +419,8 @@ def release_lines(data: Mapping[str, Any]) -> list[str]:
             f"switch {number(rollout.get('switch_s'), 2)} s, p99 {number(rollout.get('p99_switch_ms'))} ms during "
             f"the switch vs {number(rollout.get('p99_steady_ms'))} ms before it"
         )
+    if data.get("rollout_skipped"):
+        lines.append(f"rollout: SKIPPED: {data['rollout_skipped']}")
     return lines
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from pytest_serving.release.rollout import Answers, summarize_rollout
 from pytest_serving.report import charts
 from pytest_serving.report.html import render_report, report_html
-from pytest_serving.report.results import ResultsStore, record_release, record_rollout
+from pytest_serving.report.results import ResultsStore, record_release, record_rollout, record_rollout_skipped
 from pytest_serving.report.summary import terminal_tables
 from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
 from pytest_serving.verdicts.verdict import ReleaseLimits, decide
@@ -85,3 +85,17 @@ def test_terminal_prints_one_release_line_and_one_rollout_line_per_target():
     assert len(release) == 1 and release[0].strip().startswith("release: FAIL: accuracy:")
     (rollout,) = [line for line in lines if line.strip().startswith("rollout:")]
     assert "200 requests at 10/s, 0 failed, 0 stale answers after 2 s grace, switch 2.00 s" in rollout
+
+
+def test_a_skipped_rollout_is_reported_with_its_reason_in_the_terminal_and_the_report():
+    store = ResultsStore(None)
+    for key, value in release_results()["targets"]["triton"].items():
+        if key == "release":
+            store.set(("targets", "kserve", key), value)
+    record_rollout_skipped(store, "kserve", "kserve: cannot switch the model live: no versions")
+    results = store.read()
+    (line,) = [line for line in terminal_tables(results, {"kserve": ("ran", "image")}) if "rollout:" in line]
+    assert line.strip() == "rollout: SKIPPED: kserve: cannot switch the model live: no versions"
+    page = report_html(results, {})
+    assert "kserve: rollout under load: skipped" in page and "cannot switch the model live: no versions" in page
+    assert "rollout under load</h3>" not in page
