@@ -159,7 +159,8 @@ def serving_release(
     serving_samples: list[Sample],
 ) -> Iterator[ReleaseGate]:
     """The current model and --serving-candidate side by side: one server of the current target (its
-    own container) hosting both as two versions of one model. ``serving_release()`` runs every sample
+    own container) hosting both as two versions of one model (two models where the server has no
+    versions: KServe). ``serving_release()`` runs every sample
     on both, then interleaved closed-loop windows (--serving-release-windows, -window, -users), writes
     ``targets.<name>.release`` and fails on a fail verdict (an inconclusive one warns, and fails with
     --serving-release-strict); then (--serving-rollout=on) switches from current to candidate under

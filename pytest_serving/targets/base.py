@@ -109,7 +109,8 @@ class ServingTarget(ABC):
 
     def build_release_deployment(self, sources: Path, dest: Path, candidate: ModelCard) -> None:
         """Write into the empty folder ``dest`` a model repository that serves the current model and
-        ``candidate`` as ``release_versions`` of one model, both loaded at start."""
+        ``candidate`` as ``release_versions`` of one model (or as two models, where the server has no
+        versions), both loaded at start."""
         raise NotImplementedError(self.release_unsupported())
 
     def version_protocol(self, version: str) -> Protocol:
