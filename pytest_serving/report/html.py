@@ -327,8 +327,11 @@ def _rollout_table(rollout: Mapping[str, Any]) -> str:
 def _release_table(release: Mapping[str, Any]) -> str:
     current, candidate = release.get("current", {}), release.get("candidate", {})
     accuracy, latency = release.get("accuracy", {}), release.get("latency", {})
-    rows = [["model", escape(str(current.get("name", "-"))), escape(str(candidate.get("name", "-"))), "", ""]]
-    classes: list[list[str]] = [[""] * 5]
+    rows = [
+        [label, escape(str(current.get(key, "-"))), escape(str(candidate.get(key, "-"))), "", ""]
+        for key, label in (("model", "model"), ("server_version", "version on the server"))
+    ]
+    classes: list[list[str]] = [[""] * 5, [""] * 5]
     if accuracy.get("measured"):
         rows.append(
             [

@@ -30,8 +30,8 @@ def release_results(candidate_scale: float = 2.0) -> dict:
         for version, block in (("current", a), ("candidate", b))
     ]
     record = decide(
-        {"name": "efficientnet_lite0", "version": "1"},
-        {"name": "slow_lite0", "version": "2"},
+        {"model": "efficientnet_lite0", "server_version": "1"},
+        {"model": "slow_lite0", "server_version": "2"},
         paired,
         bootstrap_ratio(current, candidate, P95_LATENCY),
         bootstrap_ratio([np.array([50.0])] * 5, [np.array([25.0])] * 5, THROUGHPUT),
@@ -60,7 +60,8 @@ def test_the_release_section_shows_verdict_reasons_and_both_versions():
     assert "Release: candidate against current" in page
     assert "triton: <span class='fail'>fail</span>" in page
     assert "drop of 20.0 points" in page and "n=200" in page
-    assert "slow_lite0" in page and "McNemar p=" in page
+    assert "<td>efficientnet_lite0</td><td>slow_lite0</td>" in page and "McNemar p=" in page
+    assert "<td>version on the server</td><td>1</td><td>2</td>" in page
     assert "p95 latency ms (5 windows each)" in page
     assert "rollout under load" in page
 
