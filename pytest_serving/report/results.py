@@ -80,8 +80,8 @@ def _descend(results: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 class ReleaseRecord:
     """``targets.<name>.release``: the candidate against the current version on one target.
 
-    ``current`` / ``candidate``: each version's card and figures (name, card id, model version,
-    top-1); ``accuracy``: the paired comparison (``PairedCorrectness.to_dict()`` + verdict and
+    ``current`` / ``candidate``: each version's figures (``model``: the card's name,
+    ``server_version``: the version the server hosts it as, ``top1``, ``top5``, ``reference_agreement``); ``accuracy``: the paired comparison (``PairedCorrectness.to_dict()`` + verdict and
     limits); ``latency``: the interval of each speed ratio with its verdict, the windows and a
     bounded sample of each version's latencies (for the report's distributions).
     """
