@@ -1,6 +1,7 @@
 """How often the release gate cries wolf: the identical candidate, compared again and again.
 
-One Triton server hosts the same card twice (versions 1 and 2 of one model); the release
+One server of ``--target`` (default triton) hosts the same card twice (Triton: versions 1 and 2 of
+one model; KServe: two models); the release
 comparison (every sample on both, then interleaved closed-loop windows) runs ``--runs`` times in a
 row on it, and the verdicts are counted. The goal is no ``fail``: an identical candidate may be
 inconclusive on a noisy machine, never worse.
@@ -34,6 +35,7 @@ from pytest_serving.verdicts.verdict import ReleaseLimits
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--target", default="triton", help="a target that hosts a candidate (triton, kserve, ...)")
     parser.add_argument("--card", default="efficientnet_lite0")
     parser.add_argument("--samples", type=Path, default=Path("../shared/imagenet-samples"))
     parser.add_argument("--samples-limit", type=int, default=20)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("release-false-alarms.json"))
     args = parser.parse_args(argv)
     card = load_card(args.card)
-    settings = replace(benchmark_settings("triton", 600.0), model=args.card)
+    settings = replace(benchmark_settings(args.target, 600.0), model=args.card)
     release = ReleaseSettings(
         candidate=card,
         limits=ReleaseLimits(),
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{machine_line()}\nReproduce: {command_line('benchmarks/release_false_alarms.py', args)}", flush=True)
     verdicts: Counter[str] = Counter()
     runs = []
-    with deploy("triton", settings, candidate=card) as deployment:
+    with deploy(args.target, settings, candidate=card) as deployment:
         target, endpoint = deployment.target, deployment.endpoint
         versions = tuple(
             Version(role, card.name, version, target.version_protocol(version), reference)
