@@ -10,6 +10,9 @@ import re
 import shutil
 from pathlib import Path
 
+# Imported with this module, before any test: pytester restores sys.modules after each test, and torch
+# (which the built-in card's export imports) aborts the process when it is imported a second time.
+import pytest_serving.model.export  # noqa: F401
 from pytest_serving.deployment import EMBEDDED_MODEL_REPO
 from pytest_serving.model.card import load_card
 from pytest_serving.targets import TARGETS

@@ -17,10 +17,6 @@ import broken
 import pytest
 from broken import Bug
 
-# Imported here, before any test: pytester restores sys.modules after each test, and torch (which the
-# built-in card's export imports) aborts the process when it is imported a second time.
-import pytest_serving.model.export  # noqa: F401
-
 MODEL = "efficientnet_lite0"
 #: Where each target's handler lives among its deployment sources (``model_repo/<folder>/``).
 HANDLERS = {"triton": "model.py", "torchserve": "handler.py"}

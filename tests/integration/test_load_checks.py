@@ -1,60 +1,64 @@
-"""The load suites' answer and memory checks against deliberately broken Triton deployments.
+"""The load suites' answer and memory checks against deliberately broken deployments, on Triton and TorchServe.
 
-Each broken deployment is a copy of the exported model repository with one realistic bug put
-into the python backend's model.py by a text substitution (the test asserts the pattern is
-there, so a rewrite of model.py breaks this test loudly instead of testing nothing), deployed
-with --serving-model-repo; the unmodified copy passes the same command.
+Each broken deployment is one target's deployment built from a copy of its sources with one realistic
+bug planted in its handler (tests/integration/broken.py: the substitution must find its spot exactly
+once, so a rewritten handler breaks this test loudly instead of testing nothing), deployed with
+--serving-model-repo; the unmodified copy passes the same command.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from broken import literal, plant
-
-from pytest_serving.cli import export_model
+from broken import Bug, deployment_copy, literal
 
 MODEL = "efficientnet_lite0"
+TARGETS = ["triton", "torchserve"]
 #: Responses of a dynamic batch rotated by one, but only when the batch holds three or more requests.
-SWAP_BIG_BATCHES = (
-    "        return responses\n",
-    "        if len(requests) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
-)
-#: 2 MB kept for every request the model executes (bytes filled, so the pages are really used).
-LEAK_2MB_PER_REQUEST = (
-    "        responses: list = [None] * len(requests)\n",
-    (
-        "        responses: list = [None] * len(requests)\n"
-        '        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in requests)\n'
+SWAP_BIG_BATCHES: dict[str, Bug] = {
+    "triton": literal(
+        "model.py",
+        "        return responses\n",
+        "        if len(requests) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
     ),
-)
-SOAK_S = 20
+    "torchserve": literal(
+        "handler.py",
+        "        return responses\n",
+        "        if len(responses) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
+    ),
+}
+#: 2 MB kept for every request the model executes (bytes filled, so the pages are really used).
+LEAK_2MB_PER_REQUEST: dict[str, Bug] = {
+    "triton": literal(
+        "model.py",
+        "        responses: list = [None] * len(requests)\n",
+        (
+            "        responses: list = [None] * len(requests)\n"
+            '        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in requests)\n'
+        ),
+    ),
+    "torchserve": literal(
+        "handler.py",
+        "        responses = []\n",
+        '        responses = []\n        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in data)\n',
+    ),
+}
+SOAK_S = 10
 
 
-@pytest.fixture(scope="module")
-def exported_repo(tmp_path_factory) -> Path:
-    """The model repository ``pytest-serving export-model triton --out DIR`` writes for the default card."""
-    root = tmp_path_factory.mktemp("exported")
-    assert export_model(["triton"], MODEL, root) == 0
-    return root
+def deployment(target: str, root: Path, bug: Bug | None) -> Path:
+    """A model repository root holding ``target``'s deployment of the built-in card, ``bug`` planted."""
+    return deployment_copy(target, MODEL, root, bug)
 
 
-def broken_copy(exported: Path, destination: Path, pattern: str, replacement: str) -> Path:
-    """A copy of ``exported`` whose model.py has ``pattern`` (found exactly once) replaced."""
-    shutil.copytree(exported, destination)
-    plant(destination / "triton" / MODEL / "1", *literal("model.py", pattern, replacement))
-    return destination
-
-
-def run_triton(pytester, offline_image, shared_samples: Path, repo: Path, *args: str):
+def run(pytester, offline_image, shared_samples: Path, target: str, repo: Path, *args: str):
     return pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
-        "--serving=triton",
-        f"--serving-image=triton={offline_image('triton')}",
+        f"--serving={target}",
+        f"--serving-image={target}={offline_image(target)}",
         f"--serving-samples={shared_samples}",
         "--serving-samples-limit=5",
         f"--serving-model-repo={repo}",
@@ -63,47 +67,52 @@ def run_triton(pytester, offline_image, shared_samples: Path, repo: Path, *args:
     )
 
 
-def load_entries(pytester) -> list[dict]:
-    return json.loads((pytester.path / "out" / "results.json").read_text())["targets"]["triton"]["load"]
+def load_entries(pytester, target: str) -> list[dict]:
+    return json.loads((pytester.path / "out" / "results.json").read_text())["targets"][target]["load"]
 
 
+@pytest.mark.parametrize("target", TARGETS)
 def test_the_unmodified_copy_passes_smoke_with_every_answer_right_and_soak_under_the_growth_budget(
-    pytester, offline_image, shared_samples, exported_repo, session_id
+    pytester, offline_image, shared_samples, tmp_path, session_id, target
 ):
-    result = run_triton(
+    repo = deployment(target, tmp_path / "good", None)
+    result = run(
         pytester,
         offline_image,
         shared_samples,
-        exported_repo,
+        target,
+        repo,
         f"--serving-soak={SOAK_S}",
         "-k",
         "test_smoke or test_soak",
     )
     result.assert_outcomes(passed=2)
-    smoke, soak = load_entries(pytester)
+    smoke, soak = load_entries(pytester, target)
     for entry in (smoke, soak):
         assert entry["answers"]["mismatches"] == 0
         assert entry["answers"]["checked"] == entry["answers"]["answered"] > 0
     assert soak["resources"]["memory_growth_mb_per_1k"] is not None
 
 
+@pytest.mark.parametrize("target", TARGETS)
 def test_answers_swapped_within_big_batches_fail_the_smoke_phase(
-    pytester, offline_image, shared_samples, exported_repo, tmp_path, session_id
+    pytester, offline_image, shared_samples, tmp_path, session_id, target
 ):
-    repo = broken_copy(exported_repo, tmp_path / "swapped", *SWAP_BIG_BATCHES)
-    result = run_triton(pytester, offline_image, shared_samples, repo, "-k", "test_smoke")
+    repo = deployment(target, tmp_path / "swapped", SWAP_BIG_BATCHES[target])
+    result = run(pytester, offline_image, shared_samples, target, repo, "-k", "test_smoke")
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines([r".*users=4, n=\d+: \d+ of \d+ checked answers differ from the in-process reference"])
-    (smoke,) = load_entries(pytester)
+    (smoke,) = load_entries(pytester, target)
     assert smoke["answers"]["mismatches"] > 0 and smoke["failures"] == 0  # every request got a 200
 
 
+@pytest.mark.parametrize("target", TARGETS)
 def test_a_handler_leaking_2mb_per_request_fails_the_soak_on_memory_growth(
-    pytester, offline_image, shared_samples, exported_repo, tmp_path, session_id
+    pytester, offline_image, shared_samples, tmp_path, session_id, target
 ):
-    repo = broken_copy(exported_repo, tmp_path / "leaking", *LEAK_2MB_PER_REQUEST)
-    result = run_triton(pytester, offline_image, shared_samples, repo, f"--serving-soak={SOAK_S}", "-k", "test_soak")
+    repo = deployment(target, tmp_path / "leaking", LEAK_2MB_PER_REQUEST[target])
+    result = run(pytester, offline_image, shared_samples, target, repo, f"--serving-soak={SOAK_S}", "-k", "test_soak")
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines([r".*memory growth \d+\.\d MB per 1000 requests .* exceeds budget 50 MB"])
-    (soak,) = load_entries(pytester)
+    (soak,) = load_entries(pytester, target)
     assert soak["resources"]["memory_growth_mb_per_1k"] > 1000  # 2 MB per request: about 2000
