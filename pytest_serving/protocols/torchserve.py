@@ -10,8 +10,11 @@ so that all of TorchServe's wire formats are tested without a server.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
+from .base import HttpRequest
 from .image_file import ImageFileProtocol
 
 #: The error type of a request whose bearer key is missing, wrong or expired.
@@ -73,10 +76,72 @@ def workers_ready(describe_body: bytes) -> bool:
     """
     try:
         (model,) = json.loads(describe_body)
-        ready = sum(worker.get("status") == "READY" for worker in model.get("workers", []))
-        return ready >= max(1, int(model.get("minWorkers", 1)))
+        return _loaded(model)
     except (ValueError, TypeError, AttributeError):
         return False
+
+
+def versions_ready(describe_all_body: bytes, versions: Iterable[str]) -> bool:
+    """Whether a describe-all answer (``GET /models/{name}/all``) shows each of ``versions``
+    registered with its workers loaded (as ``workers_ready`` judges one version)."""
+    try:
+        models = {str(model.get("modelVersion")): model for model in json.loads(describe_all_body)}
+        return all(version in models and _loaded(models[version]) for version in versions)
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def registered_versions(describe_all_body: bytes) -> list[str]:
+    """The versions a describe-all answer lists; ValueError when it is not one."""
+    try:
+        return [str(model["modelVersion"]) for model in json.loads(describe_all_body)]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"not a TorchServe describe-model answer: {describe_all_body[:300]!r}") from error
+
+
+def _loaded(model: dict) -> bool:
+    ready = sum(worker.get("status") == "READY" for worker in model.get("workers", []))
+    return ready >= max(1, int(model.get("minWorkers", 1)))
+
+
+@dataclass(frozen=True)
+class ModelManagement:
+    """Requests to TorchServe's management API for the versions of one model, relative to its base URL.
+
+    Registering and unregistering need a server started with ``--enable-model-api`` (TorchServe
+    0.12 refuses both with 405 otherwise); setting the default version does not.
+    """
+
+    model_name: str
+
+    def _path(self, version: str) -> str:
+        return f"/models/{quote(self.model_name, safe='')}/{quote(version, safe='')}"
+
+    def describe_all(self) -> HttpRequest:
+        """Every registered version with its workers (``versions_ready``, ``registered_versions`` read it)."""
+        return HttpRequest("GET", self._path("all"))
+
+    def register(self, archive: str, initial_workers: int = 1) -> HttpRequest:
+        """Register ``archive`` (a file in the model store) as a version of the model; ``synchronous``:
+        TorchServe answers once the initial workers are up, or with the error that stopped them."""
+        query = urlencode(
+            {
+                "url": archive,
+                "model_name": self.model_name,
+                "initial_workers": initial_workers,
+                "synchronous": "true",
+            }
+        )
+        return HttpRequest("POST", f"/models?{query}")
+
+    def set_default(self, version: str) -> HttpRequest:
+        """Make ``version`` answer the model's unversioned requests."""
+        return HttpRequest("PUT", self._path(version) + "/set-default")
+
+    def unregister(self, version: str) -> HttpRequest:
+        """Remove ``version``; TorchServe answers once its workers have stopped, and refuses (403) to
+        remove the default version while others are registered."""
+        return HttpRequest("DELETE", self._path(version))
 
 
 def worker_states(describe_body: bytes) -> dict[str, str]:

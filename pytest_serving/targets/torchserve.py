@@ -16,6 +16,14 @@ variables ``PYTEST_SERVING_TORCHSERVE_INFERENCE_KEY`` and
 ``PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL`` (default: the inference URL's port + 1, as in
 TorchServe's 8080/8081 layout). ``--serving-torchserve-auth=off`` is the explicit opt-out: it
 starts the server with ``--disable-token-auth`` and sends no keys.
+
+A release deployment (``--serving-candidate``) holds two archives of one model, the current card
+as version 1 and the candidate as version 2, both named at start with ``--models name=<v1>.mar
+name=<v2>.mar``: TorchServe 0.12 registers each pair in turn under the given name, the first as the
+default version, and starts each version's workers (``--models all`` would name models after their
+files and register them in directory order). The rollout needs the management API's register and
+unregister calls, which 0.12 refuses unless the server runs with ``--enable-model-api``; only
+release deployments get it.
 """
 
 from __future__ import annotations
@@ -39,16 +47,19 @@ from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
 from ..protocols.torchserve import (
+    ModelManagement,
     TokenKeys,
     TorchServeProtocol,
     api_version,
     bearer,
     error_message,
     key_refused,
+    registered_versions,
+    versions_ready,
     worker_states,
     workers_ready,
 )
-from ..types import Option
+from ..types import HttpRequest, Option
 from .base import Endpoint, ServingTarget, TargetOptions, probe
 
 if TYPE_CHECKING:
@@ -109,6 +120,10 @@ class ModelArchiveError(RuntimeError):
     """torch-model-archiver failed or is not installed."""
 
 
+class ManagementError(RuntimeError):
+    """TorchServe's management API answered a register, set-default or unregister call with an error."""
+
+
 class TorchServe(ServingTarget):
     name = "torchserve"
     official_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-cpu"
@@ -157,7 +172,75 @@ class TorchServe(ServingTarget):
         shutil.copyfile(sources / SERVER_CONFIG, dest / SERVER_CONFIG)
         build_model_archive(self.card, sources, dest)
 
+    def release_unsupported(self) -> str | None:
+        return None
+
+    def build_release_deployment(self, sources: Path, dest: Path, candidate: ModelCard) -> None:
+        """Two archives of the model (the current card's name): ``release_versions[0]`` holds the
+        current card, ``release_versions[1]`` the candidate; each archive's version is what the
+        handler puts in its answers' ``model_version``."""
+        shutil.copyfile(sources / SERVER_CONFIG, dest / SERVER_CONFIG)
+        for version, card in zip(self.release_versions, (self.card, candidate)):
+            build_model_archive(
+                card,
+                sources,
+                dest,
+                version=version,
+                model_name=self.model_name,
+                archive=release_archive(self.model_name, version),
+            )
+
+    def version_protocol(self, version: str) -> Protocol:
+        return TorchServeProtocol(self.model_name, version=version)
+
+    #: The handler's JSON answers end with the archive's version (json.dumps: a space after the colon).
+    answer_version_pattern = r'"model_version": ?"([^"]*)"'
+
+    def rollout_unsupported(self) -> str | None:
+        return None
+
+    def serve_only(self, endpoint: Endpoint, version: str, timeout: float) -> None:
+        """``version`` becomes the default and every other version is unregistered."""
+        management = ModelManagement(self.model_name)
+        self._manage(endpoint, management.set_default(version), timeout)
+        listed = self._manage(endpoint, management.describe_all(), timeout)
+        for other in registered_versions(listed.content):
+            if other != version:
+                self._manage(endpoint, management.unregister(other), timeout)
+
+    def switch(self, endpoint: Endpoint, old: str, new: str, timeout: float) -> None:
+        """Register ``new`` (synchronously, one worker up), make it the default, unregister ``old``
+        (TorchServe answers once its workers have stopped); return once ``old`` is no longer listed."""
+        management = ModelManagement(self.model_name)
+        self._manage(endpoint, management.register(release_archive(self.model_name, new)), timeout)
+        self._manage(endpoint, management.set_default(new), timeout)
+        self._manage(endpoint, management.unregister(old), timeout)
+        listed = registered_versions(self._manage(endpoint, management.describe_all(), timeout).content)
+        if old in listed:
+            raise ManagementError(
+                f"torchserve: version {old} of {self.model_name} still listed after its unregistration: {listed}"
+            )
+
+    def _manage(self, endpoint: Endpoint, request: HttpRequest, timeout: float) -> requests.Response:
+        """Send one management request with the management key; ManagementError with the status and
+        the body's text on any answer but 2xx."""
+        keys = self.token_keys(endpoint) if self.auth else None
+        url = management_url(endpoint) + request.path
+        headers = {**request.headers, **bearer(keys.management if keys else None)}
+        response = requests.request(request.method, url, data=request.body, headers=headers, timeout=timeout)
+        if not response.ok:
+            raise ManagementError(
+                f"torchserve: {request.method} {url} answered HTTP {response.status_code}: {error_message(response.content)}"
+            )
+        return response
+
     def command(self) -> list[str]:
+        candidate = self.options.candidate is not None
+        models = (
+            [f"{self.model_name}={release_archive(self.model_name, version)}" for version in self.release_versions]
+            if candidate
+            else [f"{self.model_name}={self.model_name}.mar"]
+        )
         command = [
             "torchserve",
             "--start",
@@ -167,15 +250,20 @@ class TorchServe(ServingTarget):
             self.model_mount,
             "--ts-config",
             f"{self.model_mount}/{SERVER_CONFIG}",
+            *(["--enable-model-api"] if candidate else []),
             "--models",
-            f"{self.model_name}={self.model_name}.mar",
+            *models,
         ]
         return command if self.auth else [*command, "--disable-token-auth"]
 
     def is_ready(self, endpoint: Endpoint, session: requests.Session) -> bool:
-        """Ready once the model's workers are: ``/ping`` says Healthy before any worker has loaded it."""
+        """Ready once the model's workers are (of both versions, in a release deployment): ``/ping``
+        says Healthy before any worker has loaded the model."""
         if self.auth and self.token_keys(endpoint) is None:
             return False
+        if self.options.candidate is not None:
+            response = self._management_get(endpoint, session, ModelManagement(self.model_name).describe_all().path)
+            return response is not None and response.ok and versions_ready(response.content, self.release_versions)
         response = self._management_get(endpoint, session, f"/models/{self.model_name}")
         return response is not None and response.ok and workers_ready(response.content)
 
@@ -263,8 +351,23 @@ def management_url(endpoint: Endpoint) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port + 1}")).rstrip("/")
 
 
-def build_model_archive(card: ModelCard, sources: Path, dest: Path, version: str = "1.0") -> Path:
-    """``dest/<card>.mar`` from the card's files and the handler sources in ``sources``."""
+def release_archive(model_name: str, version: str) -> str:
+    """The file name of one version's archive in a release deployment (both hold ``model_name``)."""
+    return f"{model_name}-v{version}.mar"
+
+
+def build_model_archive(
+    card: ModelCard,
+    sources: Path,
+    dest: Path,
+    version: str = "1.0",
+    *,
+    model_name: str | None = None,
+    archive: str | None = None,
+) -> Path:
+    """``dest/<archive>`` (default ``<card>.mar``) from the card's files and the handler sources in
+    ``sources``; the server knows it as ``model_name`` (default: the card's name) at ``version``."""
+    model_name = model_name or card.name
     if importlib.util.find_spec("model_archiver") is None:
         raise ModelArchiveError(
             f"torch-model-archiver is not installed: pip install torch-model-archiver=={TORCHSERVE_VERSION} "
@@ -277,7 +380,7 @@ def build_model_archive(card: ModelCard, sources: Path, dest: Path, version: str
             "-m",
             "model_archiver.model_packaging",
             "--model-name",
-            card.name,
+            model_name,
             "--version",
             version,
             "--serialized-file",
@@ -297,10 +400,10 @@ def build_model_archive(card: ModelCard, sources: Path, dest: Path, version: str
         result = subprocess.run(
             command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch}, check=False
         )
-        built = Path(scratch) / f"{card.name}.mar"
+        built = Path(scratch) / f"{model_name}.mar"
         if result.returncode != 0 or not built.is_file():
             raise ModelArchiveError(f"torch-model-archiver failed (exit {result.returncode}): {result.stderr[-2000:]}")
         built.chmod(ARCHIVE_MODE)
-        archive = dest / f"{card.name}.mar"
-        os.replace(built, archive)
-    return archive
+        path = dest / (archive or f"{card.name}.mar")
+        os.replace(built, path)
+    return path
