@@ -8,7 +8,6 @@ import uuid
 import docker
 import pytest
 
-from pytest_serving import PROJECT_LABEL
 from pytest_serving.containers.docker_env import docker_unavailable_reason, image_present
 from pytest_serving.targets import TARGETS
 
@@ -41,16 +40,6 @@ def offline_image(docker_client):
         return tag
 
     return require
-
-
-@pytest.fixture
-def project_containers(docker_client):
-    """Returns a function listing the names of containers that carry the project label."""
-
-    def names() -> list[str]:
-        return [c.name for c in docker_client.containers.list(all=True, filters={"label": PROJECT_LABEL})]
-
-    return names
 
 
 @pytest.fixture
