@@ -1,4 +1,5 @@
-"""The load suites' answer and memory checks against deliberately broken deployments, on Triton and TorchServe.
+"""The load suites' answer, memory and baseline checks against deliberately broken deployments, on Triton
+and TorchServe.
 
 Each broken deployment is one target's deployment built from a copy of its sources with one realistic
 bug planted in its handler (tests/integration/broken.py: the substitution must find its spot exactly
@@ -120,3 +121,45 @@ def test_a_handler_leaking_2mb_per_request_fails_the_soak_on_memory_growth(
     result.stdout.re_match_lines([r".*memory growth \d+\.\d MB per 1000 requests .* exceeds budget 50 MB"])
     (soak,) = load_entries(pytester, target)
     assert soak["resources"]["memory_growth_mb_per_1k"] > 1000  # 2 MB per request: about 2000
+
+
+#: 300 ms more per handler call: the slowdown that hid in TorchServe's smoke noise before the adaptive warm-up.
+SLOWER_BY_300MS: Bug = (
+    "handler.py",
+    r"(\n(?P<indent> +)def handle\(self, data[^\n]*\n)",
+    r"\1\g<indent>    __import__('time').sleep(0.3)\n",
+)
+
+
+def test_a_300ms_slower_torchserve_handler_fails_the_smoke_phase_against_the_unmodified_copys_baseline(
+    pytester, offline_image, shared_samples, tmp_path, session_id
+):
+    good = run(
+        pytester,
+        offline_image,
+        shared_samples,
+        "torchserve",
+        deployment("torchserve", tmp_path / "good", None),
+        "-k",
+        "test_smoke",
+    )
+    good.assert_outcomes(passed=1)
+    baseline = pytester.path / "baseline.json"
+    (pytester.path / "out" / "results.json").rename(baseline)
+    slow = deployment("torchserve", tmp_path / "slow", SLOWER_BY_300MS)
+    result = run(
+        pytester,
+        offline_image,
+        shared_samples,
+        "torchserve",
+        slow,
+        f"--serving-baseline={baseline}",
+        "-k",
+        "test_smoke",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [
+            r".*--serving-baseline: fail: torchserve at users=4, .*p95 latency: now/baseline \d+\.\d+ .* lies wholly beyond the \+10% limit"
+        ]
+    )
