@@ -1,31 +1,19 @@
+# ruff: noqa: F811 - the fixtures imported from test_card are parameters of the tests here
 """KServe's release deployment, as far as it is pure: the two model folders, the command that serves
-both, the readiness paths and the protocol addressed to each (the real server: tests/integration/test_kserve_release.py)."""
+both, the readiness paths and the protocol addressed to each (the real server: tests/integration/test_release.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from test_card import GOOD_CARD, folder, write_card  # noqa: F401 - folder is a fixture
+from test_card import GOOD_CARD, cards, folder, write_card  # noqa: F401 - cards and folder are fixtures
 
 from pytest_serving.deployment import EMBEDDED_MODEL_REPO
 from pytest_serving.model.card import load_card
 from pytest_serving.model.preprocess import CARD_FILE
 from pytest_serving.targets.base import TargetOptions
 from pytest_serving.targets.kserve import SERVER_SCRIPT, KServe, KServeV1
-
-
-@pytest.fixture
-def cards(folder: Path):  # noqa: F811 - the fixture imported from test_card
-    current = load_card(write_card(folder))
-    candidate_folder = folder / "candidate"
-    candidate_folder.mkdir()
-    for name in ("model.onnx", "labels.txt"):
-        (candidate_folder / name).write_bytes((folder / name).read_bytes())
-    changes = {'name = "user12"': 'name = "cand12"', "mean = [0.485, 0.456, 0.406]": "mean = [0.5, 0.5, 0.5]"}
-    candidate = load_card(write_card(candidate_folder, GOOD_CARD, **changes))
-    return current, candidate
 
 
 def release_target(cls, current, candidate):
@@ -55,7 +43,10 @@ def test_the_release_server_serves_both_models_and_a_plain_one_only_the_current(
     card = load_card("efficientnet_lite0")
     release = release_target(KServe, card, card).command()
     models = release[release.index("--models") + 1 :][:2]
-    assert models == ["efficientnet_lite0=/models/efficientnet_lite0", "efficientnet_lite0-candidate=/models/efficientnet_lite0-candidate"]
+    assert models == [
+        "efficientnet_lite0=/models/efficientnet_lite0",
+        "efficientnet_lite0-candidate=/models/efficientnet_lite0-candidate",
+    ]
     plain = KServe(TargetOptions(model_name=card.name, card=card)).command()
     assert plain[plain.index("--models") + 1] == "efficientnet_lite0=/models/efficientnet_lite0"
     assert not plain[plain.index("--models") + 2].startswith("efficientnet_lite0")
@@ -93,7 +84,7 @@ def test_a_plain_deployment_has_no_candidate_model(cards):
         KServe(TargetOptions(model_name=current.name, card=current)).served_model("candidate")
 
 
-def test_names_that_would_collide_are_refused_before_any_container(cards, folder):  # noqa: F811
+def test_names_that_would_collide_are_refused_before_any_container(cards, folder):
     current, _ = cards
     renamed = folder / "renamed"
     renamed.mkdir()

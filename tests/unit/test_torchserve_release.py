@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from test_card are parameters of the tests here
 """TorchServe's release deployment and rollout, as far as they are pure: the archives, the command,
 the management requests and the parsing of the answers (the real server: tests/integration/test_release.py)."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from test_card import GOOD_CARD, folder, write_card  # noqa: F401 - folder is a fixture
+from test_card import cards, folder  # noqa: F401 - fixtures
 
 from pytest_serving.deployment import EMBEDDED_MODEL_REPO
 from pytest_serving.load.multiplexer import TAG_SEARCH_BYTES
@@ -37,18 +38,6 @@ def describe_all(**versions: list[str]) -> bytes:
             for version, statuses in versions.items()
         ]
     ).encode()
-
-
-@pytest.fixture
-def cards(folder: Path):  # noqa: F811 - the fixture imported from test_card
-    current = load_card(write_card(folder))
-    candidate_folder = folder / "candidate"
-    candidate_folder.mkdir()
-    for name in ("model.onnx", "labels.txt"):
-        (candidate_folder / name).write_bytes((folder / name).read_bytes())
-    changes = {'name = "user12"': 'name = "cand12"', "mean = [0.485, 0.456, 0.406]": "mean = [0.5, 0.5, 0.5]"}
-    candidate = load_card(write_card(candidate_folder, GOOD_CARD, **changes))
-    return current, candidate
 
 
 def manifest_and_spec(archive: Path) -> tuple[dict, dict]:
