@@ -6,7 +6,7 @@ comparison (every sample on both, then interleaved closed-loop windows) runs ``-
 row on it, and the verdicts are counted. The goal is no ``fail``: an identical candidate may be
 inconclusive on a noisy machine, never worse.
 
-    PYTHONPATH=. python3 benchmarks/release_false_alarms.py --runs 10 \\
+    PYTHONPATH=.:benchmarks python3 benchmarks/release_false_alarms.py --runs 10 \\
         --samples ../shared/imagenet-samples --samples-limit 20
 """
 
@@ -29,7 +29,11 @@ from pytest_serving.model.reference import ReferenceClassifier
 from pytest_serving.release.options import ReleaseSettings
 from pytest_serving.release.side_by_side import CANDIDATE, CURRENT, Version, compare
 from pytest_serving.samples import discover
+from pytest_serving.settings import OPTIONS
 from pytest_serving.verdicts.verdict import ReleaseLimits
+
+#: The plugin's own defaults, so a run of this script measures the gate as users get it.
+DEFAULTS = {option.name: option.default for option in OPTIONS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--card", default="efficientnet_lite0")
     parser.add_argument("--samples", type=Path, default=Path("../shared/imagenet-samples"))
     parser.add_argument("--samples-limit", type=int, default=20)
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--window", type=float, default=5.0)
-    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--windows", type=int, default=int(DEFAULTS["serving-release-windows"]))
+    parser.add_argument("--max-windows", type=int, default=int(DEFAULTS["serving-release-max-windows"]))
+    parser.add_argument("--window", type=float, default=float(DEFAULTS["serving-release-window"]))
+    parser.add_argument("--users", type=int, default=int(DEFAULTS["serving-release-users"]))
     parser.add_argument("--out", type=Path, default=Path("release-false-alarms.json"))
     args = parser.parse_args(argv)
     card = load_card(args.card)
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         candidate=card,
         limits=ReleaseLimits(),
         windows=args.windows,
+        max_windows=args.max_windows,
         window_s=args.window,
         users=args.users,
         rollout=False,
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                     for key in ("p95", "throughput")
                 },
                 "accuracy": record.accuracy["verdict"],
+                "looks": record.latency["looks"],
+                "pairs": len(record.latency["windows"]) // 2,
                 "windows": record.latency["windows"],
             }
             runs.append(line)

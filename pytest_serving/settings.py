@@ -106,8 +106,14 @@ OPTIONS: tuple[Option, ...] = (
         "fail inconclusive comparisons too (release side by side, and --serving-baseline)",
         flag=True,
     ),
-    Option("serving-release-windows", "interleaved latency windows per version (at least 5)", default="5"),
-    Option("serving-release-window", "measured seconds per latency window", default="5"),
+    Option("serving-release-windows", "interleaved latency windows per version (at least 5)", default="10"),
+    Option(
+        "serving-release-max-windows",
+        "windows per version the comparison may grow to while a speed verdict is inconclusive "
+        "(equal to --serving-release-windows: a fixed number)",
+        default="40",
+    ),
+    Option("serving-release-window", "measured seconds per latency window", default="3"),
     Option("serving-release-users", "closed-loop users of the latency windows", default="4"),
     Option("serving-rollout", "switch from current to candidate under load: on or off", default="on"),
     Option(

@@ -312,7 +312,7 @@ def compare_to_baseline(
         (P95_LATENCY, before[0], after[0], True),
         (THROUGHPUT, before[1], after[1], False),
     ):
-        interval = bootstrap_ratio(blocks_before, blocks_after, statistic, paired=False)
+        interval = bootstrap_ratio(blocks_before, blocks_after, statistic)
         finding = speed_finding(interval, max_regression_pct, higher_is_worse)
         findings.append(
             replace(finding, reason=f"{prefix} {finding.reason.replace('candidate/current', 'now/baseline')}")

@@ -23,6 +23,8 @@ class ReleaseSettings:
     candidate: ModelCard | None
     limits: ReleaseLimits
     windows: int
+    #: The windows per version a comparison may grow to while inconclusive (``windows``: never grows).
+    max_windows: int
     window_s: float
     users: int
     rollout: bool
@@ -52,6 +54,12 @@ class ReleaseSettings:
         if rollout not in ROLLOUT_MODES:
             raise pytest.UsageError(f"--serving-rollout: expected on or off, got {rollout!r}")
         candidate = value("serving-candidate")
+        windows = value("serving-release-windows", int, MIN_WINDOWS)
+        max_windows = value("serving-release-max-windows", int, MIN_WINDOWS)
+        if raw_value(config, _option("serving-release-max-windows")) not in (None, "") and max_windows < windows:
+            raise pytest.UsageError(
+                f"--serving-release-max-windows: expected at least --serving-release-windows ({windows}), got {max_windows}"
+            )
         return cls(
             candidate=candidate_card(candidate, settings.card) if candidate is not None else None,
             limits=ReleaseLimits(
@@ -60,7 +68,8 @@ class ReleaseSettings:
                 max_latency_regression_pct=value("serving-max-latency-regression", float, 0),
                 strict=value("serving-release-strict"),
             ),
-            windows=value("serving-release-windows", int, MIN_WINDOWS),
+            windows=windows,
+            max_windows=max(windows, max_windows),
             window_s=value("serving-release-window", float, 0.5),
             users=value("serving-release-users", int, 1),
             rollout=rollout == "on",

@@ -8,6 +8,7 @@ both. ``compare`` returns the release record; nothing here asserts.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,17 +26,30 @@ from ..protocols.client import ClassifierClient
 from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout, record_rollout_skipped
 from ..samples import Sample
 from ..targets.base import Endpoint, ServingTarget
-from ..verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
-from ..verdicts.verdict import FAIL, INCONCLUSIVE, Finding, InconclusiveComparison, decide, gate_failures
+from ..verdicts.stats import CONFIDENCE, P95_LATENCY, THROUGHPUT, RatioInterval, paired_correctness, paired_ratio
+from ..verdicts.verdict import (
+    FAIL,
+    INCONCLUSIVE,
+    Finding,
+    InconclusiveComparison,
+    decide,
+    gate_failures,
+    speed_finding,
+)
 from .options import ReleaseSettings
 from .rollout import rollout_problems
 from .switch import run_rollout
 
 CURRENT, CANDIDATE = "current", "candidate"
+ROLES = (CURRENT, CANDIDATE)
 #: Each window re-opens its connections; one second of unmeasured sending lets them settle.
 WINDOW_WARMUP_S = 1.0
 #: A server that runs a version must give that version's in-process top-1 on this share of the samples.
 MIN_REFERENCE_AGREEMENT = 0.99
+#: Looks at the data at most, when the comparison may grow (the first, one sized by the interval, the maximum).
+MAX_LOOKS = 3
+#: A comparison that grows adds at least this many windows per version.
+MIN_MORE_WINDOWS = 5
 
 
 @dataclass(frozen=True)
@@ -87,16 +101,17 @@ def compare(
         [b.top1 in s.accepted for s, (_, b) in zip(samples, pairs)],
         [same_top1(b, a) for a, b in pairs],
     )
-    windows = interleaved_windows(endpoint, versions, samples, settings, allow_remote=allow_remote)
-    failed = {role: sum(stats.failures for r, stats in windows if r == role) for role in (CURRENT, CANDIDATE)}
+    windows, latency, throughput, looks = measure_until_decided(
+        endpoint, versions, samples, settings, allow_remote=allow_remote
+    )
+    failed = {role: sum(stats.failures for r, stats in windows if r == role) for role in ROLES}
     for role, count in failed.items():
         if count:
             findings.append(
                 Finding("errors", FAIL, f"errors: {count} requests to the {role} version failed under load")
             )
-    latency = {role: [np.asarray(s.latency_sample_ms) for r, s in windows if r == role] for role in failed}
-    for role, blocks in latency.items():
-        measured_windows = sum(1 for block in blocks if block.size)
+    for role in ROLES:
+        measured_windows = sum(1 for r, stats in windows if r == role and len(stats.latency_sample_ms))
         if measured_windows < settings.windows:
             findings.append(
                 Finding(
@@ -106,7 +121,6 @@ def compare(
                     f"successful answer: lengthen --serving-release-window (now {settings.window_s:g} s)",
                 )
             )
-    rates = {role: [np.array([s.rps]) for r, s in windows if r == role] for role in failed}
     measured = {
         "windows": [
             {
@@ -122,18 +136,10 @@ def compare(
         ],
         "users": settings.users,
         "window_s": settings.window_s,
-        **{f"{role}_sample_ms": pooled_sample(latency[role]) for role in latency},
+        "looks": looks,
+        **{f"{role}_sample_ms": pooled_sample(role_latencies(windows, role)) for role in ROLES},
     }
-    return decide(
-        sides[CURRENT],
-        sides[CANDIDATE],
-        paired,
-        bootstrap_ratio(latency[CURRENT], latency[CANDIDATE], P95_LATENCY),
-        bootstrap_ratio(rates[CURRENT], rates[CANDIDATE], THROUGHPUT),
-        settings.limits,
-        measured,
-        findings,
-    )
+    return decide(sides[CURRENT], sides[CANDIDATE], paired, latency, throughput, settings.limits, measured, findings)
 
 
 def classify_all(endpoint: Endpoint, protocol: Protocol, samples: Sequence[Sample]) -> dict[str, Prediction]:
@@ -145,21 +151,86 @@ def classify_all(endpoint: Endpoint, protocol: Protocol, samples: Sequence[Sampl
         client.close()
 
 
-def interleaved_windows(
+def measure_until_decided(
     endpoint: Endpoint,
     versions: tuple[Version, Version],
     samples: Sequence[Sample],
     settings: ReleaseSettings,
     *,
     allow_remote: bool = False,
+) -> tuple[list[tuple[str, PhaseStats]], RatioInterval, RatioInterval, int]:
+    """Interleaved windows until both speed intervals decide, or ``settings.max_windows`` per version.
+
+    The first look measures ``settings.windows``; while a ratio straddles its limit (and no request
+    failed), more windows follow: as many as the interval says would decide, at least
+    ``MIN_MORE_WINDOWS`` more, the last look at the maximum. Up to ``MAX_LOOKS`` looks at the same
+    data each risk a wrong conclusion, so every look's interval is at confidence 1 - 5 % / looks
+    (Bonferroni): the risk of any wrong conclusion stays within 5 %. Returns the windows, the p95
+    and throughput intervals of the last look, and how many looks there were.
+    """
+    looks = 1 if settings.max_windows <= settings.windows else MAX_LOOKS
+    confidence = 1.0 - (1.0 - CONFIDENCE) / looks
+    limit = settings.limits.max_latency_regression_pct
+    windows: list[tuple[str, PhaseStats]] = []
+    pairs = settings.windows
+    for look in range(1, looks + 1):
+        windows += interleaved_windows(
+            endpoint, versions, samples, settings, range(len(windows) // 2, pairs), allow_remote=allow_remote
+        )
+        latency = paired_ratio(
+            role_latencies(windows, CURRENT), role_latencies(windows, CANDIDATE), P95_LATENCY, confidence=confidence
+        )
+        throughput = paired_ratio(
+            role_rates(windows, CURRENT), role_rates(windows, CANDIDATE), THROUGHPUT, confidence=confidence
+        )
+        undecided = [
+            finding.windows_needed
+            for finding in (speed_finding(latency, limit, True), speed_finding(throughput, limit, False))
+            if finding.verdict == INCONCLUSIVE
+        ]
+        more = (
+            None
+            if any(stats.failures for _, stats in windows)
+            else next_pairs(pairs, undecided, look, looks, settings.max_windows)
+        )
+        if more is None:
+            break
+        pairs = more
+    return windows, latency, throughput, look
+
+
+def next_pairs(pairs: int, undecided: Sequence[int | None], look: int, looks: int, max_windows: int) -> int | None:
+    """Windows per version the next look measures, or None when look number ``look`` is the last.
+
+    ``undecided``: for each speed interval that straddles its limit, the windows it says would
+    decide (None: no number would). A quarter more than it says, at least ``MIN_MORE_WINDOWS``
+    more; the last look, or an interval that cannot say, goes to the maximum."""
+    if not undecided or pairs >= max_windows or look >= looks:
+        return None
+    if look == looks - 1 or None in undecided:
+        return max_windows
+    return min(max_windows, max(pairs + MIN_MORE_WINDOWS, math.ceil(1.25 * max(undecided))))
+
+
+def interleaved_windows(
+    endpoint: Endpoint,
+    versions: tuple[Version, Version],
+    samples: Sequence[Sample],
+    settings: ReleaseSettings,
+    pairs: range,
+    *,
+    allow_remote: bool = False,
 ) -> list[tuple[str, PhaseStats]]:
-    """``settings.windows`` closed-loop windows per version, alternating current and candidate."""
+    """One closed-loop window per version for each index in ``pairs``; the order alternates (current
+    first in even pairs, candidate first in odd ones), so that whatever favours the first or the
+    second window of a pair (a server still busy with the other version's queue, a drift in the
+    machine's load) favours both versions equally."""
     requests = {
         version.role: load_requests(replace(endpoint, protocol=version.protocol), list(samples)) for version in versions
     }
     windows = []
-    for index in range(settings.windows):
-        for version in versions:
+    for index in pairs:
+        for version in versions if index % 2 == 0 else versions[::-1]:
             phase = LoadPhase(users=settings.users, duration=settings.window_s, warmup=WINDOW_WARMUP_S, seed=index)
             stats = run_phase(
                 endpoint.base_url,
@@ -170,6 +241,16 @@ def interleaved_windows(
             )
             windows.append((version.role, stats))
     return windows
+
+
+def role_latencies(windows: Sequence[tuple[str, PhaseStats]], role: str) -> list[np.ndarray]:
+    """Each window's sampled latencies (ms) of one version, in pair order."""
+    return [np.asarray(stats.latency_sample_ms) for r, stats in windows if r == role]
+
+
+def role_rates(windows: Sequence[tuple[str, PhaseStats]], role: str) -> list[np.ndarray]:
+    """Each window's answered requests per second of one version, in pair order (one-element blocks)."""
+    return [np.array([stats.rps]) for r, stats in windows if r == role]
 
 
 def pooled_sample(blocks: Sequence[np.ndarray], size: int = LATENCY_SAMPLE_SIZE) -> list[float]:

@@ -8,11 +8,17 @@ whether they split evenly, as they would if neither version were better.
 
 Speed: requests inside one window are not independent (they share the server's queue, the
 machine's momentary load, a garbage collection), so resampling single requests would make the
-interval far too narrow. The unit that is resampled is the window: with interleaved windows
-(current, candidate, current, …) window *i* of each version ran in the same minute, so the pairs
-are resampled together (a paired block bootstrap) and noise that hits both versions cancels in
-the ratio. The statistic of a resample is computed on all requests of the windows it drew (p95
-over the pooled latencies; requests answered per second over the pooled windows).
+interval far too narrow. The unit that is resampled is the window.
+
+Side by side (``paired_ratio``), window *i* of each version ran in the same minute, so each pair
+gives one ratio (candidate's p95 over current's, in that pair) in which noise that hit both
+versions cancels; the estimate is the geometric mean of the pairs' ratios and the pairs are
+resampled. A disturbance that hits one window of one pair (another job on the machine for a few
+seconds) then moves one ratio of n, not the pooled tail of every window, where it would decide the
+p95 of the whole comparison. Against a baseline from another run (``bootstrap_ratio``) there are
+no pairs: each side's windows are drawn on their own and the statistic of a resample is computed
+on all requests of the windows it drew (p95 over the pooled latencies; requests answered per
+second over the pooled windows).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -27,25 +34,39 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 0
-#: Student's t quantile 0.975 by degrees of freedom (1-30); beyond, the normal's.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-_Z975 = 1.959964
 
 
-def small_sample_widening(blocks: int) -> float:
-    """How much wider than the bootstrap's percentile interval a 95 % interval over ``blocks``
+def student_t_quantile(probability: float, degrees: int) -> float:
+    """Student's t quantile: exact for 1 and 2 degrees of freedom, otherwise the Cornish-Fisher
+    expansion around the normal quantile (Abramowitz and Stegun 26.7.5: within 0.5 % of the tables
+    from 3 degrees, 0.1 % from 5, for the quantiles a release uses), so no SciPy is needed."""
+    if degrees < 1 or not 0.5 <= probability < 1.0:
+        raise ValueError(f"need degrees >= 1 and 0.5 <= probability < 1, got {degrees}, {probability}")
+    if degrees == 1:
+        return math.tan(math.pi * (probability - 0.5))
+    if degrees == 2:
+        return (2 * probability - 1) / math.sqrt(2 * probability * (1 - probability))
+    z = NormalDist().inv_cdf(probability)
+    terms = (
+        (z**3 + z) / 4,
+        (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+        (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+        (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
+    )
+    return z + sum(term / degrees**power for power, term in enumerate(terms, start=1))
+
+
+def small_sample_widening(blocks: int, confidence: float = CONFIDENCE) -> float:
+    """How much wider than the bootstrap's percentile interval an interval over ``blocks``
     resampled blocks must be: that interval behaves like a normal one with the plug-in variance
     (z, divisor n), which is too narrow for a handful of windows; Student's t with n-1 degrees of
-    freedom and the unbiased variance widen it by (t / z) * sqrt(n / (n - 1)) (1.58 for 5 windows,
-    1.16 for 20, 1.0 in the limit)."""
+    freedom and the unbiased variance widen it by (t / z) * sqrt(n / (n - 1)) (at 95 %: 1.58 for
+    5 windows, 1.16 for 20, 1.0 in the limit)."""
     if blocks < 2:
         return math.inf
-    t = _T975[blocks - 2] if blocks - 1 <= len(_T975) else _Z975
-    return t / _Z975 * math.sqrt(blocks / (blocks - 1))
+    probability = 0.5 + confidence / 2
+    t = student_t_quantile(probability, blocks - 1)
+    return t / NormalDist().inv_cdf(probability) * math.sqrt(blocks / (blocks - 1))
 
 
 def mcnemar_exact(only_current: int, only_candidate: int) -> float:
@@ -191,21 +212,73 @@ P95_LATENCY = PooledPercentile("p95 latency", 95)
 THROUGHPUT = PooledMean("throughput")
 
 
+#: The smallest per-window statistic a paired ratio uses (ms or requests per second): a window that
+#: answered nothing counts as this, so its ratio is very large or very small but finite.
+RATIO_FLOOR = 1e-6
+
+
+def paired_ratio(
+    current: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    statistic: PooledStatistic,
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
+) -> RatioInterval:
+    """Bootstrap interval of the geometric mean of per-pair ratios ``statistic(candidate_i) /
+    statistic(current_i)``, pairs resampled.
+
+    Element *i* of ``current`` and ``candidate`` are the two windows of pair *i* (latencies, or the
+    window's rate as a 1-element array); a pair with an empty window is left out. ``current`` and
+    ``candidate`` of the record are the geometric means of their windows' statistic, so their ratio
+    is the estimate. The percentile interval is widened by ``small_sample_widening`` of the pairs.
+    Seeded: the same data always give the same interval.
+    """
+    pairs = [
+        (statistic.of([np.asarray(a, dtype=np.float64)]), statistic.of([np.asarray(b, dtype=np.float64)]))
+        for a, b in zip(current, candidate)
+        if len(a) and len(b)
+    ]
+    if not pairs:
+        raise ValueError(f"{statistic.name}: need at least one pair of non-empty windows")
+    # A window that answered nothing (rate 0) is a ratio of 0 or infinity; bounded, so logs stay finite.
+    values = np.clip(np.array(pairs), RATIO_FLOOR, None)
+    logs = np.log(values[:, 1] / values[:, 0])
+    rng = np.random.default_rng(seed)
+    resampled = logs[rng.integers(0, len(logs), (resamples, len(logs)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.exp(np.percentile(resampled, (tail, 100.0 - tail))).tolist()
+    ratio = math.exp(logs.mean())
+    low, high = _widened(ratio, low, high, small_sample_widening(len(logs), confidence))
+    return RatioInterval(
+        statistic=statistic.name,
+        current=math.exp(np.log(values[:, 0]).mean()),
+        candidate=math.exp(np.log(values[:, 1]).mean()),
+        ratio=ratio,
+        low=low,
+        high=high,
+        windows=len(logs),
+        confidence=confidence,
+        resamples=resamples,
+    )
+
+
 def bootstrap_ratio(
     current: Sequence[np.ndarray],
     candidate: Sequence[np.ndarray],
     statistic: PooledStatistic,
     *,
-    paired: bool = True,
+    confidence: float = CONFIDENCE,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = SEED,
 ) -> RatioInterval:
-    """Percentile bootstrap interval of ``statistic(candidate) / statistic(current)`` over blocks.
+    """Percentile bootstrap interval of ``statistic(candidate) / statistic(current)`` over blocks
+    that were not measured side by side (a baseline from another run): each side's blocks are
+    drawn on their own.
 
-    Each element of ``current`` / ``candidate`` is one block (a window's latencies, or a window's
-    rate as a 1-element array). ``paired``: block *i* of both versions ran side by side, so one set
-    of drawn indices serves both (needs as many blocks on each side); otherwise each side is drawn
-    on its own (a baseline from another run). Seeded: the same data always give the same interval.
+    Each element of ``current`` / ``candidate`` is one block (a time slice's latencies, or a
+    window's rate as a 1-element array). Seeded: the same data always give the same interval.
     The percentile interval is widened around the estimate, on the log scale, by
     ``small_sample_widening`` of the blocks per side: with five windows a plain bootstrap
     interval misses far more often than one time in twenty.
@@ -214,21 +287,19 @@ def bootstrap_ratio(
     candidate = [np.asarray(block, dtype=np.float64) for block in candidate if len(block)]
     if not current or not candidate:
         raise ValueError(f"{statistic.name}: both versions need at least one non-empty window")
-    if paired and len(current) != len(candidate):
-        paired = False  # a window lost on one side breaks the pairing; fall back to drawing each side alone
     point_current, point_candidate = statistic.of(current), statistic.of(candidate)
     rng = np.random.default_rng(seed)
     drawn_current = rng.integers(0, len(current), (resamples, len(current)))
-    drawn_candidate = drawn_current if paired else rng.integers(0, len(candidate), (resamples, len(candidate)))
+    drawn_candidate = rng.integers(0, len(candidate), (resamples, len(candidate)))
     denominators = statistic.resampled(current, _counts(drawn_current, len(current)))
     numerators = statistic.resampled(candidate, _counts(drawn_candidate, len(candidate)))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(denominators > 0, numerators / denominators, math.inf)
-    tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, (tail, 100.0 - tail)).tolist()
     ratio = point_candidate / point_current if point_current > 0 else math.inf
     windows = min(len(current), len(candidate))
-    low, high = _widened(ratio, low, high, small_sample_widening(windows))
+    low, high = _widened(ratio, low, high, small_sample_widening(windows, confidence))
     return RatioInterval(
         statistic=statistic.name,
         current=point_current,
@@ -237,6 +308,7 @@ def bootstrap_ratio(
         low=low,
         high=high,
         windows=windows,
+        confidence=confidence,
         resamples=resamples,
     )
 
@@ -277,10 +349,14 @@ def windows_needed(interval: RatioInterval, threshold: float) -> int | None:
     if not (0 < end < math.inf):
         return None
     half_width = abs(math.log(end / interval.ratio))
+
     # The half-width shrinks like widening(n) / sqrt(n): the first window count that brings it within reach.
-    scale = half_width / (small_sample_widening(interval.windows) / math.sqrt(interval.windows))
+    def shrinkage(windows: int) -> float:
+        return small_sample_widening(windows, interval.confidence) / math.sqrt(windows)
+
+    scale = half_width / shrinkage(interval.windows)
     for windows in range(interval.windows + 1, MAX_WINDOWS_NEEDED + 1):
-        if scale * small_sample_widening(windows) / math.sqrt(windows) < distance:
+        if scale * shrinkage(windows) < distance:
             return windows
     return None
 
