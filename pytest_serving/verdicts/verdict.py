@@ -90,7 +90,7 @@ def speed_finding(interval: RatioInterval, limit_pct: float, higher_is_worse: bo
     limit = f"{'+' if higher_is_worse else '-'}{limit_pct:g}% limit"
     figure = (
         f"{interval.statistic}: candidate/current {interval.ratio:.3f} "
-        f"({interval.candidate:.4g} vs {interval.current:.4g}; {100 * interval.confidence:.0f}% CI "
+        f"({interval.candidate:.4g} vs {interval.current:.4g}; {100 * interval.confidence:.3g}% CI "
         f"{interval.low:.3f}-{interval.high:.3f} over {interval.windows} windows each)"
     )
     if worse_side:

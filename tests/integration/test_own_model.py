@@ -10,53 +10,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
 
 from pytest_serving.containers.labels import SESSION_LABEL
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own-model"
 TARGETS = ("triton", "torchserve", "kserve", "kserve-v1")
 
 
-@pytest.fixture(scope="module")
-def own_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example's card beside the model.onnx and labels.txt its script writes."""
-    folder = tmp_path_factory.mktemp("own-model")
-    subprocess.run([sys.executable, str(EXAMPLE / "make_model.py"), "--out", str(folder)], check=True)
-    shutil.copyfile(EXAMPLE / "card.toml", folder / "card.toml")
-    return folder / "card.toml"
-
-
-@pytest.fixture(scope="module")
-def labelled_images(tmp_path_factory: pytest.TempPathFactory, shared_samples: Path, own_model: Path) -> Path:
-    """ImageFolder ``<label>/*.jpg`` for the card's 12 labels: the shared photo of each class and its mirror image."""
-    classes = dict(line.split("\t")[:2] for line in (shared_samples / "classes.tsv").read_text().splitlines()[1:])
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        from make_model import CLASSES
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    folder = tmp_path_factory.mktemp("val")
-    for index, label in CLASSES:
-        (photo,) = shared_samples.glob(f"{classes[str(index)]}_*.JPEG")
-        (folder / label).mkdir()
-        (folder / label / photo.name).symlink_to(photo)
-        ImageOps.mirror(Image.open(photo).convert("RGB")).save(folder / label / f"mirrored-{photo.stem}.jpg", quality=92)
-    return folder
-
-
 def test_a_user_card_runs_the_contract_suite_and_the_examples_checks_on_every_target(
-    pytester, offline_image, own_model, labelled_images, session_id
+    pytester, offline_image, example_project, own_model, labelled_images, session_id
 ):
     for target in TARGETS:
         offline_image(target)
     for name in ("conftest.py", "test_release.py", "pytest.ini"):  # the example project's own checks
-        shutil.copyfile(EXAMPLE / name, pytester.path / name)
+        shutil.copyfile(example_project / name, pytester.path / name)
     result = pytester.runpytest_subprocess(
         f"--serving={','.join(TARGETS)}",
         f"--serving-model={own_model}",

@@ -13,7 +13,7 @@ from pytest_serving.report import charts
 from pytest_serving.report.html import render_report, report_html
 from pytest_serving.report.results import ResultsStore, record_release, record_rollout, record_rollout_skipped
 from pytest_serving.report.summary import terminal_tables
-from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, paired_correctness
+from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, paired_correctness, paired_ratio
 from pytest_serving.verdicts.verdict import ReleaseLimits, decide
 
 
@@ -33,8 +33,8 @@ def release_results(candidate_scale: float = 2.0) -> dict:
         {"model": "efficientnet_lite0", "server_version": "1"},
         {"model": "slow_lite0", "server_version": "2"},
         paired,
-        bootstrap_ratio(current, candidate, P95_LATENCY),
-        bootstrap_ratio([np.array([50.0])] * 5, [np.array([25.0])] * 5, THROUGHPUT),
+        paired_ratio(current, candidate, P95_LATENCY),
+        paired_ratio([np.array([50.0])] * 5, [np.array([25.0])] * 5, THROUGHPUT),
         ReleaseLimits(),
         {
             "windows": windows,
@@ -62,7 +62,7 @@ def test_the_release_section_shows_verdict_reasons_and_both_versions():
     assert "drop of 20.0 points" in page and "n=200" in page
     assert "<td>efficientnet_lite0</td><td>slow_lite0</td>" in page and "McNemar p=" in page
     assert "<td>version on the server</td><td>1</td><td>2</td>" in page
-    assert "p95 latency ms (5 windows each)" in page
+    assert "p95 latency ms (5 windows each, geometric mean)" in page
     assert "rollout under load" in page
 
 
