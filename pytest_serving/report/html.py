@@ -257,7 +257,7 @@ RELEASE_NOTE = (
     "<p class='note'>Both versions ran in the same server on the same samples. Accuracy: top-1 on the same "
     "samples, with McNemar's exact test on the samples where only one version was right. Speed: closed-loop "
     "windows alternating current and candidate, which goes first alternating too; each pair of adjacent "
-    "windows gives a ratio, the figures are their geometric means, and the interval comes from a bootstrap "
+    "windows gives a ratio, the figures are their 10% trimmed geometric means, and the interval comes from a bootstrap "
     "that resamples the pairs (at 98.3% when the comparison may grow: three looks keep a 5% risk). "
     "<em>fail</em>: the whole interval beyond the limit; <em>inconclusive</em>: the interval straddles it "
     "(more windows would decide).</p>"
