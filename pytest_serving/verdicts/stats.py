@@ -255,20 +255,14 @@ def paired_ratio(
     rng = np.random.default_rng(seed)
     resampled = np.sort(logs[rng.integers(0, len(logs), (resamples, len(logs)))], axis=1)
     means = resampled[:, trimmed : len(logs) - trimmed].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.exp(np.percentile(means, (tail, 100.0 - tail))).tolist()
-    ratio = math.exp(logs[kept].mean())
-    low, high = _widened(ratio, low, high, small_sample_widening(len(kept), confidence))
-    return RatioInterval(
-        statistic=statistic.name,
-        current=math.exp(values[kept, 0].mean()),
-        candidate=math.exp(values[kept, 1].mean()),
-        ratio=ratio,
-        low=low,
-        high=high,
+    return _interval(
+        statistic,
+        math.exp(values[kept, 0].mean()),
+        math.exp(values[kept, 1].mean()),
+        np.exp(means),
         windows=len(logs),
+        widen_for=len(kept),
         confidence=confidence,
-        resamples=resamples,
     )
 
 
@@ -288,8 +282,7 @@ def bootstrap_ratio(
     Each element of ``current`` / ``candidate`` is one block (a time slice's latencies, or a
     window's rate as a 1-element array). Seeded: the same data always give the same interval.
     The percentile interval is widened around the estimate, on the log scale, by
-    ``small_sample_widening`` of the blocks per side: with five windows a plain bootstrap
-    interval misses far more often than one time in twenty.
+    ``small_sample_widening`` of the blocks per side.
     """
     current = [np.asarray(block, dtype=np.float64) for block in current if len(block)]
     candidate = [np.asarray(block, dtype=np.float64) for block in candidate if len(block)]
@@ -303,21 +296,39 @@ def bootstrap_ratio(
     numerators = statistic.resampled(candidate, _counts(drawn_candidate, len(candidate)))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(denominators > 0, numerators / denominators, math.inf)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(ratios, (tail, 100.0 - tail)).tolist()
-    ratio = point_candidate / point_current if point_current > 0 else math.inf
     windows = min(len(current), len(candidate))
-    low, high = _widened(ratio, low, high, small_sample_widening(windows, confidence))
+    return _interval(
+        statistic, point_current, point_candidate, ratios, windows=windows, widen_for=windows, confidence=confidence
+    )
+
+
+def _interval(
+    statistic: PooledStatistic,
+    current: float,
+    candidate: float,
+    resampled: np.ndarray,
+    *,
+    windows: int,
+    widen_for: int,
+    confidence: float,
+) -> RatioInterval:
+    """The estimate ``candidate / current`` with the percentile interval of its ``resampled`` ratios,
+    widened by ``small_sample_widening`` of ``widen_for`` blocks: with five windows a plain bootstrap
+    interval misses far more often than one time in twenty."""
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(resampled, (tail, 100.0 - tail)).tolist()
+    ratio = candidate / current if current > 0 else math.inf
+    low, high = _widened(ratio, low, high, small_sample_widening(widen_for, confidence))
     return RatioInterval(
         statistic=statistic.name,
-        current=point_current,
-        candidate=point_candidate,
+        current=current,
+        candidate=candidate,
         ratio=ratio,
         low=low,
         high=high,
         windows=windows,
         confidence=confidence,
-        resamples=resamples,
+        resamples=len(resampled),
     )
 
 
