@@ -258,7 +258,8 @@ RELEASE_NOTE = (
     "samples, with McNemar's exact test on the samples where only one version was right. Speed: closed-loop "
     "windows alternating current and candidate, which goes first alternating too; each pair of adjacent "
     "windows gives a ratio, the figures are their 10% trimmed geometric means, and the interval comes from a bootstrap "
-    "that resamples the pairs (at 98.3% when the comparison may grow: three looks keep a 5% risk). "
+    "that resamples the pairs, at the confidence shown beside it (95% for a fixed number of windows, more "
+    "when the comparison may grow, so that all its looks together keep a 5% risk). "
     "<em>fail</em>: the whole interval beyond the limit; <em>inconclusive</em>: the interval straddles it "
     "(more windows would decide).</p>"
 )
@@ -357,7 +358,7 @@ def _release_table(release: Mapping[str, Any]) -> str:
         advice = f"; ~{needed} windows each would decide" if interval["verdict"] == "inconclusive" and needed else ""
         rows.append(
             [
-                f"{label} ({interval['windows']} windows each, geometric mean)",
+                f"{label} ({interval['windows']} windows each, trimmed geometric mean)",
                 number(interval["current"]),
                 number(interval["candidate"]),
                 (

@@ -62,7 +62,7 @@ def test_the_release_section_shows_verdict_reasons_and_both_versions():
     assert "drop of 20.0 points" in page and "n=200" in page
     assert "<td>efficientnet_lite0</td><td>slow_lite0</td>" in page and "McNemar p=" in page
     assert "<td>version on the server</td><td>1</td><td>2</td>" in page
-    assert "p95 latency ms (5 windows each, geometric mean)" in page
+    assert "p95 latency ms (5 windows each, trimmed geometric mean)" in page
     assert "rollout under load" in page
 
 
