@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from . import fixtures, session
-from .containers.cleanup import remove_labelled
-from .containers.labels import SESSION_ID
+from .containers.cleanup import claim_session, remove_at_session_end
 from .correctness import gate_cross_target_agreement
 from .report.html import render_report
 from .report.summary import junit_properties, session_conditions, terminal_tables
@@ -40,6 +39,8 @@ _configured_sessions = 0
 def pytest_configure(config: pytest.Config) -> None:
     global _configured_sessions
     _configured_sessions += 1
+    if not hasattr(config, "workerinput"):
+        claim_session()
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
     settings = Settings.from_config(config, list(TARGETS))
@@ -122,7 +123,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     global _configured_sessions
     _configured_sessions -= 1
     if _configured_sessions == 0 and not hasattr(config, "workerinput"):
-        remove_labelled(SESSION_ID)
+        remove_at_session_end()
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:

@@ -34,6 +34,13 @@ EXTRA_ENVIRONMENT: dict[str, tuple[str, str]] = {
             "one run's cleanup removes only its own containers"
         ),
     ),
+    "PYTEST_SERVING_SESSION_CONTROLLER": (
+        "set by the first pytest process of a session",
+        (
+            "`<session id>/<pid>` of the pytest process whose end removes all of the session's containers; "
+            "a pytest that a test starts in a subprocess inherits it and removes only its own containers"
+        ),
+    ),
     "PYTEST_SERVING_CACHE": (
         "`~/.cache/pytest-serving`",
         (

@@ -18,7 +18,7 @@ from types import FrameType
 import docker
 
 from .. import PROJECT_LABEL
-from .labels import INSTANCE_LABEL, PID_LABEL, PROJECT, SESSION_ID, SESSION_LABEL
+from .labels import CONTROLLER_VARIABLE, INSTANCE_LABEL, PID_LABEL, PROJECT, SESSION_ID, SESSION_LABEL
 
 _lock = threading.Lock()
 _installed = False
@@ -63,6 +63,21 @@ def remove_instance(instance: str, wait_s: float = 0.0, poll_s: float = 0.5) -> 
 def remove_own() -> list[str]:
     """Remove the containers this process started in this session."""
     return remove_labelled(SESSION_ID, pid=os.getpid())
+
+
+def claim_session() -> None:
+    """Make this pytest process the session's controller, unless a process above it already is."""
+    if os.environ.get(CONTROLLER_VARIABLE, "").partition("/")[0] != SESSION_ID:
+        os.environ[CONTROLLER_VARIABLE] = f"{SESSION_ID}/{os.getpid()}"
+
+
+def remove_at_session_end() -> list[str]:
+    """The session's controller removes every container of the session (its xdist workers' too); a
+    pytest that a test started in a subprocess shares the session id but removes only its own, so
+    that it never takes away the servers the tests around it are still using."""
+    if os.environ.get(CONTROLLER_VARIABLE) == f"{SESSION_ID}/{os.getpid()}":
+        return remove_labelled(SESSION_ID)
+    return remove_own()
 
 
 def install_handlers() -> None:

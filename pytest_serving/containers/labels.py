@@ -16,6 +16,10 @@ INSTANCE_LABEL = "io.pytest-serving.instance"
 
 #: One id per pytest process tree; xdist workers inherit it through the environment.
 SESSION_ID = os.environ.setdefault("PYTEST_SERVING_SESSION_ID", uuid.uuid4().hex[:12])
+#: ``<session id>/<pid>`` of the pytest process that controls the session; set by that process, and
+#: inherited by its xdist workers and by any pytest a test starts in a subprocess, who so know they
+#: share the session without controlling it.
+CONTROLLER_VARIABLE = "PYTEST_SERVING_SESSION_CONTROLLER"
 
 
 def container_labels(target: str, instance: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from pytest_serving.containers.labels import SESSION_LABEL, TARGET_LABEL
+from pytest_serving.containers.labels import SESSION_LABEL, TARGET_LABEL, container_labels
 from pytest_serving.containers.server import ServingContainer, running_server
 from pytest_serving.targets.base import TargetOptions
 from pytest_serving.targets.triton import Triton
@@ -125,3 +125,22 @@ def test_imagefolder_layout_gives_the_same_kind_of_result(pytester, offline_imag
     correctness = json.loads((pytester.path / "out" / "results.json").read_text())["targets"]["triton"]["correctness"]
     assert correctness["n"] == len(picked)
     assert correctness["agreement"] >= 0.99
+
+
+def test_a_pytest_a_test_starts_leaves_the_sessions_other_servers_running(pytester, offline_image, docker_client):
+    """A pytest run in a subprocess (pytester, a user's own) inherits the session id; at its end it
+    once removed every container of the session, the servers other xdist workers were loading included."""
+    image = offline_image("triton")
+    sibling = docker_client.containers.run(
+        image,
+        ["sleep", "300"],
+        detach=True,
+        labels=container_labels(Triton.name, instance=f"sibling-{uuid.uuid4().hex[:8]}"),
+    )
+    try:
+        pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+        assert pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q").ret == pytest.ExitCode.OK
+        sibling.reload()
+        assert sibling.status == "running"
+    finally:
+        sibling.remove(force=True, v=True)
