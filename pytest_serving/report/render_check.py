@@ -35,6 +35,10 @@ BROWSER_TIMEOUT_S = 180
 # where the chart has ink (not near-white), the two must agree to this mean difference (of 255).
 INK_BELOW = 230
 MAX_INK_DIFFERENCE = 40.0
+# The browser places an image at a fractional position and snaps it to whole pixels, up or down: the
+# chart is compared at every shift up to this many pixels and the best one counts (a thin line one
+# pixel off doubled the difference, 30 -> 40 of 255).
+MAX_SHIFT_PX = 2
 PROBE = """
 <script>
 window.addEventListener('load', () => {
@@ -122,13 +126,18 @@ def _chart_problem(source: str, placed: dict, page: np.ndarray) -> str | None:
         return f"shown at {width}x{height} px only"
     if top + height > page.shape[0] or left + width > page.shape[1]:
         return f"below or beside the screenshot ({page.shape[1]}x{page.shape[0]} px) at {left},{top}"
-    shown = page[top : top + height, left : left + width]
     chart = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB")
     expected = np.asarray(chart.resize((width, height), Image.BILINEAR)).astype(np.int16)
     ink = (expected < INK_BELOW).any(axis=2)
     if not ink.any():
         return "the chart itself is blank"
-    difference = float(np.abs(shown - expected)[ink].mean())
+    shifts = range(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1)
+    difference = min(
+        float(np.abs(page[y : y + height, x : x + width] - expected)[ink].mean())
+        for y in (top + dy for dy in shifts)
+        for x in (left + dx for dx in shifts)
+        if 0 <= y and y + height <= page.shape[0] and 0 <= x and x + width <= page.shape[1]
+    )
     if difference > MAX_INK_DIFFERENCE:
         return f"its place on the page does not look like the chart (mean difference {difference:.0f}/255 on its ink)"
     return None
