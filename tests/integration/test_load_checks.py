@@ -47,8 +47,9 @@ LEAK_2MB_PER_REQUEST: dict[str, Bug] = {
     ),
 }
 #: Seconds of soak: enough requests that the good handler's figure is a slope, not an allocator step
-#: (TorchServe's JVM and workers swing by about 15 MB between readings, and it answers fewer requests).
-SOAK_S = {"triton": 10, "torchserve": 20}
+#: (TorchServe's JVM and workers swing by about 15 MB between readings, and it answers fewer requests:
+#: over 20 s, 626 requests, the good handler once read 54.6 MB per 1000 in a CI run, over the budget of 50).
+SOAK_S = {"triton": 10, "torchserve": 40}
 
 
 def deployment(target: str, root: Path, bug: Bug | None) -> Path:
