@@ -159,10 +159,12 @@ def measure_until_decided(
     *,
     allow_remote: bool = False,
 ) -> tuple[list[tuple[str, PhaseStats]], RatioInterval, RatioInterval, int]:
-    """Interleaved windows until both speed intervals decide, or ``settings.max_windows`` per version.
+    """Interleaved windows until both speed intervals decide or one fails, or ``settings.max_windows``
+    per version.
 
     The first look measures ``settings.windows``; while a ratio straddles its limit (and no request
-    failed), more windows follow: as many as the interval says would decide, at least
+    failed, and the other ratio does not lie wholly beyond its limit: the release fails whatever
+    more windows would say), more windows follow: as many as the interval says would decide, at least
     ``MIN_MORE_WINDOWS`` more, the last look at the maximum. Up to ``MAX_LOOKS`` looks at the same
     data each risk a wrong conclusion, so every look's interval is at confidence 1 - 5 % / looks
     (Bonferroni): the risk of any wrong conclusion stays within 5 %. Returns the windows, the p95
@@ -183,14 +185,11 @@ def measure_until_decided(
         throughput = paired_ratio(
             role_rates(windows, CURRENT), role_rates(windows, CANDIDATE), THROUGHPUT, confidence=confidence
         )
-        undecided = [
-            finding.windows_needed
-            for finding in (speed_finding(latency, limit, True), speed_finding(throughput, limit, False))
-            if finding.verdict == INCONCLUSIVE
-        ]
+        findings = (speed_finding(latency, limit, True), speed_finding(throughput, limit, False))
+        undecided = [finding.windows_needed for finding in findings if finding.verdict == INCONCLUSIVE]
         more = (
             None
-            if any(stats.failures for _, stats in windows)
+            if any(stats.failures for _, stats in windows) or any(finding.verdict == FAIL for finding in findings)
             else next_pairs(pairs, undecided, look, looks, settings.max_windows)
         )
         if more is None:

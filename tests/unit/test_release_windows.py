@@ -38,10 +38,12 @@ class FakeServer:
     """Closed-loop windows of a server whose candidate is ``slowdown`` times slower; the machine's
     load drifts from window to window and hits both versions of a pair alike."""
 
-    def __init__(self, slowdown: float, seed: int = 0) -> None:
+    def __init__(self, slowdown: float, seed: int = 0, candidate_rate: float | None = None) -> None:
         self.slowdown = slowdown
         self.rng = np.random.default_rng(seed)
         self.order: list[str] = []
+        #: The candidate's throughput relative to the current's, when it is not the latencies' own.
+        self.candidate_rate = candidate_rate
 
     def run_phase(self, base_url, requests, phase, **_):
         role = requests
@@ -49,7 +51,10 @@ class FakeServer:
         drift = 1.0 + 0.5 * np.sin((len(self.order) - 1) // 2)  # one level per pair
         scale = 20.0 * drift * (self.slowdown if role == CANDIDATE else 1.0)
         latencies = scale * self.rng.lognormal(0.0, 0.3, 400)
-        return SimpleNamespace(failures=0, latency_sample_ms=latencies.tolist(), rps=4000.0 / latencies.mean())
+        rps = 4000.0 / latencies.mean()
+        if role == CANDIDATE and self.candidate_rate is not None:
+            rps = self.candidate_rate * 4000.0 / (20.0 * drift) * self.rng.lognormal(0.0, 0.1)
+        return SimpleNamespace(failures=0, latency_sample_ms=latencies.tolist(), rps=rps)
 
 
 def measure(monkeypatch, server: FakeServer, windows: int = 5, max_windows: int = 40):
@@ -86,3 +91,11 @@ def test_a_straddling_interval_measures_more_windows_until_it_decides(monkeypatc
 def test_a_fixed_number_of_windows_is_one_look_at_95_percent(monkeypatch):
     windows, latency, _, looks = measure(monkeypatch, FakeServer(1.06, seed=3), windows=5, max_windows=5)
     assert (len(windows), looks, latency.confidence) == (10, 1, 0.95)
+
+
+def test_a_failing_interval_ends_the_comparison_though_the_other_straddles(monkeypatch):
+    """p95 twice the current's fails the release whatever throughput's straddling interval would
+    say after more windows: measuring on would only cost time."""
+    windows, latency, throughput, looks = measure(monkeypatch, FakeServer(2.0, candidate_rate=0.88), windows=10)
+    assert latency.low > 1.1 and throughput.low < 0.9 < throughput.high
+    assert (len(windows), looks) == (20, 1)
