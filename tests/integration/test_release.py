@@ -135,8 +135,8 @@ def test_a_candidate_with_the_same_answers_for_twice_the_compute_never_passes(
         TARGETS,
         "--serving-release-window=2",
         # Room for two more looks: beside another job, Triton's first 10 pairs once read p95 1.606
-        # (95 % CI 1.097-2.448) and stopped there, inconclusive.
-        "--serving-release-max-windows=20",
+        # (95 % CI 1.097-2.448) and stopped there, inconclusive. A target that fails stops at once.
+        "--serving-release-max-windows=30",
     )
     output = result.stdout.str()[-4000:]
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
