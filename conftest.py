@@ -22,3 +22,17 @@ def shared_samples() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return SHARED_SAMPLES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: runs real containers or processes (tests/integration); deselect with -m 'not integration'"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration carries the integration marker."""
+    integration = Path(__file__).parent / "tests" / "integration"
+    for item in items:
+        if integration in item.path.parents:
+            item.add_marker(pytest.mark.integration)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from . import fixtures, session
+from . import fixtures, progress, session
 from .containers.cleanup import claim_session, remove_at_session_end
 from .correctness import gate_cross_target_agreement
 from .report.html import render_report
@@ -45,18 +45,28 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     settings = Settings.from_config(config, list(TARGETS))
     state = session.install(config, settings)
+    if not hasattr(config, "workerinput"):
+        state.open_progress()
     if selected_targets(settings):
         state.check_inputs()
     config.pluginmanager.register(fixtures, "pytest-serving-fixtures")
-    if selected_targets(settings) and str(SUITES) not in config.args:
-        # The built-in suites ship inside the package and run whenever targets are selected.
-        config.args.append(str(SUITES))
+    if selected_targets(settings):
+        collect_suites(config, settings.suites_only)
     if getattr(config.option, "dist", "no") == "load" and selected_targets(settings):
         # Under pytest-xdist each target's tests go to one worker, so each server boots once.
         config.option.dist = "loadgroup"
     if getattr(config, "workerinput", {}).get("serving_loadgroup"):
         # Workers re-parse the command line, which does not say loadgroup; the controller told them.
         config.option.loadgroup = True
+
+
+def collect_suites(config: pytest.Config, suites_only: bool) -> None:
+    """The built-in suites ship inside the package and run whenever targets are selected; with
+    --serving-only they replace whatever pytest would collect by default (testpaths, the current folder)."""
+    if suites_only and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = []
+    if str(SUITES) not in config.args:
+        config.args.append(str(SUITES))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -122,8 +132,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """The outermost controlling session removes whatever any process of it left (xdist workers included)."""
     global _configured_sessions
     _configured_sessions -= 1
+    session.close(config)
     if _configured_sessions == 0 and not hasattr(config, "workerinput"):
         remove_at_session_end()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """A test that runs long is named by the session's progress heartbeat."""
+    with progress.activity(target_of(item) or "", progress.TEST_PHASE, item.nodeid):
+        return (yield)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
@@ -154,6 +172,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session's conditions and write report.html."""
     config = session.config
     state = serving_state(config)
+    state.stop_progress()
     if hasattr(config, "workerinput") or not selected_targets(state.settings):
         return
     violations = gate_cross_target_agreement(state.results)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
+import tempfile
 from functools import cached_property
+from pathlib import Path
 
 import pytest
 
+from . import progress
 from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
@@ -35,6 +39,35 @@ class SessionState:
         #: target name -> ("ran", details) or ("skipped", reason), for the terminal summary.
         self.outcomes: dict[str, tuple[str, str]] = {}
         self._samples: list[Sample] | None = None
+        self._progress_file: Path | None = None
+        self._progress: progress.ProgressPrinter | None = None
+
+    def open_progress(self) -> None:
+        """The outermost controlling process owns the session's progress channel and prints it; xdist
+        workers, nested sessions and Locust processes inherit the variable and write into it."""
+        if os.environ.get(progress.CHANNEL_VARIABLE):
+            return
+        descriptor, name = tempfile.mkstemp(prefix="pytest-serving-progress-", suffix=".jsonl")
+        os.close(descriptor)
+        self._progress_file = Path(name)
+        os.environ[progress.CHANNEL_VARIABLE] = name
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            quiet = self.config.get_verbosity() < 0
+            self._progress = progress.ProgressPrinter(self._progress_file, reporter.write_line, quiet=quiet).start()
+
+    def stop_progress(self) -> None:
+        """Print what is left to print; called before the terminal summary."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close_progress(self) -> None:
+        self.stop_progress()
+        if self._progress_file is not None:
+            os.environ.pop(progress.CHANNEL_VARIABLE, None)
+            self._progress_file.unlink(missing_ok=True)
+            self._progress_file = None
 
     def check_inputs(self) -> None:
         """Load the model card and the samples now, so that a mistake in either is one usage error
@@ -144,3 +177,9 @@ def install(config: pytest.Config, settings: Settings) -> SessionState:
 
 def state(config: pytest.Config) -> SessionState:
     return config.stash[_KEY]
+
+
+def close(config: pytest.Config) -> None:
+    """Release what the session holds (its progress channel); nothing when configuring it failed."""
+    if _KEY in config.stash:
+        config.stash[_KEY].close_progress()

@@ -121,6 +121,12 @@ OPTIONS: tuple[Option, ...] = (
         "seconds after the switch completes from which a request answered by the old version is stale",
         default="2",
     ),
+    Option(
+        "serving-only",
+        "collect only the built-in serving suites (and paths given on the command line), not the tests that "
+        "testpaths or the current folder would bring: the serving job alone, in a project with tests of its own",
+        flag=True,
+    ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",
@@ -274,6 +280,8 @@ class Settings:
     model: str
     model_repo: Path | None
     strict: bool
+    #: ``--serving-only``: the built-in suites without the project's own tests.
+    suites_only: bool = False
     #: ``--serving-max-probability-difference``; built in code, the option's default.
     max_probability_difference: float = field(default_factory=lambda: parse_probability_difference(default_values()))
     load: LoadSettings = field(default_factory=lambda: default_load_settings())
@@ -314,6 +322,7 @@ class Settings:
             model=str(values["serving_model"]),
             model_repo=path("serving_model_repo"),
             strict=bool(values["serving_strict"]),
+            suites_only=bool(values["serving_only"]),
             max_probability_difference=parse_probability_difference(values),
             target_extra={dest: str(values[dest]) for dest in target_option_names() if values[dest] is not None},
             load=_load_settings(values, path, number),

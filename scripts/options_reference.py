@@ -41,6 +41,17 @@ EXTRA_ENVIRONMENT: dict[str, tuple[str, str]] = {
             "a pytest that a test starts in a subprocess inherits it and removes only its own containers"
         ),
     ),
+    "PYTEST_SERVING_PROGRESS": (
+        "set by the first pytest process of a session",
+        (
+            "the events file that every process of the session (xdist workers, Locust processes, a pytest a "
+            "test starts) appends its progress to; the first process prints it as `[serving HH:MM:SS]` lines"
+        ),
+    ),
+    "PYTEST_SERVING_ACTIVITY": (
+        "set for each Locust process",
+        "the progress activity (a load phase) whose running rate and p95 that process reports",
+    ),
     "PYTEST_SERVING_CACHE": (
         "`~/.cache/pytest-serving`",
         (

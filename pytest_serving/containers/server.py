@@ -13,6 +13,7 @@ import requests
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.exceptions import ContainerStartException
 
+from .. import progress
 from ..targets.base import ServingTarget
 from ..types import Endpoint
 from .cleanup import install_handlers, remove_instance
@@ -151,10 +152,12 @@ def running_server(
     container = ServingContainer(target, image, model_folder)
     try:
         started = time.monotonic()
-        container.start()
-        container.monitor = ResourceMonitor(container.get_wrapped_container()).start()
-        endpoint = wait_until_ready(container, startup_timeout)
-        container.monitor.startup_s = time.monotonic() - started
+        with progress.activity(target.name, "boot", image):
+            container.start()
+            container.monitor = ResourceMonitor(container.get_wrapped_container()).start()
+            endpoint = wait_until_ready(container, startup_timeout)
+            container.monitor.startup_s = time.monotonic() - started
+            progress.note(f"ready, cold start {container.monitor.startup_s:.1f} s")
         yield container, endpoint
     except BaseException as error:
         if not container.created():

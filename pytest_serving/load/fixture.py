@@ -9,6 +9,7 @@ marker are the test's own; per-target budgets from the ini key ``serving_budgets
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .. import progress
 from ..correctness import MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 from ..metrics import (
     PhaseServerMetrics,
@@ -150,19 +152,10 @@ class ServingLoad:
         budget = self._budget(budget)
         server = self._booted_fresh if scenario == "fresh" else self._current_server
         server_metrics: dict[int, PhaseServerMetrics] = {}
-        result = run_sweep(
-            self._requests,
-            server,
-            levels=sweep_options.get("levels", self.settings.sweep_levels),
-            duration=phase_options.get("duration", self.settings.sweep_duration),
-            warmup=sweep_warmup,
-            scenario=scenario,
-            repeats=sweep_options.get("repeats", self.settings.sweep_repeats),
-            template=template,
-            started_by_plugin=self.endpoint.started_by_plugin,
-            allow_remote=self.settings.allow_remote,
-            run=self._run_and_record(scenario, server_metrics, budget),
-        )
+        levels = sweep_options.get("levels", self.settings.sweep_levels)
+        repeats = sweep_options.get("repeats", self.settings.sweep_repeats)
+        with progress.activity(self.endpoint.target, f"sweep {scenario}", f"{len(levels)} levels"):
+            result = self._sweep(template, server, scenario, levels, repeats, phase_options, server_metrics, budget)
         against_baseline = []
         for level in result.levels:
             server = combined([server_metrics[id(repeat)] for repeat in level.repeats])
@@ -192,6 +185,44 @@ class ServingLoad:
                 for repeat in level.repeats:
                     _warn_if_unstable(repeat, budget)
         return result
+
+    def _sweep(
+        self,
+        template: LoadPhase,
+        server: Callable[[], AbstractContextManager[str]],
+        scenario: str,
+        levels: list[float],
+        repeats: int,
+        phase_options: dict,
+        server_metrics: dict[int, PhaseServerMetrics],
+        budget: Budget,
+    ) -> SweepResult:
+        """Run the sweep, reporting levels done of planned and an ETA to the session's progress."""
+        sweep = progress.current()
+        planned, started, done = len(levels) * repeats, time.monotonic(), 0
+        record = self._run_and_record(scenario, server_metrics, budget)
+
+        def run_counted(*args: Any, **kwargs: Any) -> PhaseStats:
+            nonlocal done
+            stats = record(*args, **kwargs)
+            done += 1
+            eta_s = (time.monotonic() - started) / done * (planned - done)
+            progress.live(sweep, done=done, planned=planned, eta_s=eta_s)
+            return stats
+
+        return run_sweep(
+            self._requests,
+            server,
+            levels=levels,
+            duration=phase_options.get("duration", self.settings.sweep_duration),
+            warmup=template.warmup,
+            scenario=scenario,
+            repeats=repeats,
+            template=template,
+            started_by_plugin=self.endpoint.started_by_plugin,
+            allow_remote=self.settings.allow_remote,
+            run=run_counted,
+        )
 
     @property
     def _requests(self) -> list[HttpRequest]:
@@ -241,7 +272,11 @@ class ServingLoad:
     ) -> tuple[PhaseStats, PhaseServerMetrics]:
         """Run one phase between two scrapes of the server's metrics (as the measured window opens,
         and after the phase), which say where the server's time went."""
-        with scraped_around(metrics_page(self._endpoints[base_url], self.server_metrics)) as scrape:
+        expected_s = phase.longest_warmup + phase.duration
+        with (
+            progress.activity(self.endpoint.target, "load", phase.level_key, expected_s),
+            scraped_around(metrics_page(self._endpoints[base_url], self.server_metrics)) as scrape,
+        ):
             stats = self._run(base_url, requests, phase, on_window_open=scrape.window_opened)
         monitor = self._monitors.get(base_url)
         if monitor is not None:

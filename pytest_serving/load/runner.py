@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest_serving
+from pytest_serving import progress
 from pytest_serving.load.answers import AnswerCheck, KeptAnswers
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
 from pytest_serving.load.safety import check_load_target
@@ -174,10 +175,12 @@ def locust_commands(base_url: str, phase: LoadPhase, plan_path: Path) -> list[tu
 
 
 def child_environment() -> dict[str, str]:
-    """The environment of a Locust process: ours, with this package importable even when not installed."""
+    """The environment of a Locust process: ours, with this package importable even when not installed,
+    and the running progress activity it reports its live figures into."""
     package_root = str(Path(pytest_serving.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env.update(progress.child_environment())
     return env
 
 

@@ -184,6 +184,24 @@ class SampleRecorder:
         """An answer or failure arrived ``offset_s`` into the measured window."""
         self._completions.append(offset_s)
 
+    def recent(self, now_s: float, span_s: float) -> dict[str, float | int | None]:
+        """Progress figures of the requests sent in the last ``span_s`` before ``now_s`` (window offsets):
+        answers per second and p95 of the successful ones. Requests are kept in completion order, so the
+        scan stops a little past the span's start."""
+        start = max(0.0, now_s - span_s)
+        latencies = []
+        for index in range(len(self._offsets) - 1, -1, -1):
+            if self._offsets[index] < start - 1.0:
+                break
+            if self._offsets[index] >= start and 200 <= self._codes[index] < 300:
+                latencies.append(self._latencies[index])
+        length = now_s - start
+        return {
+            "measured": len(self._offsets),
+            "rps": len(latencies) / length if length > 0 else None,
+            "p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
+        }
+
     def samples(
         self, started_at: float, cpu_warning: bool = False, warmup_s: float | None = None, warmup_note: str = ""
     ) -> RawSamples:

@@ -44,6 +44,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from pytest_serving import progress
 from pytest_serving.load.answers import AnswerKeeper, answers_file
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
@@ -56,6 +57,8 @@ from pytest_serving.load.warmup import WarmupWatch
 STOP_MARGIN_S = 0.5
 #: How often an adaptive warm-up looks at its windows.
 SETTLE_CHECK_S = 0.25
+#: How often a sending process reports its running rate and p95 (over that span) to the session's progress.
+PROGRESS_EVERY_S = 5.0
 EXIT_CODE_USER_ERROR = 3
 
 
@@ -203,6 +206,16 @@ class ProcessRun:
             self.answers.keep(wire, outcome, connection.body)
         return outcome
 
+    def report_progress(self) -> None:
+        """Every ``PROGRESS_EVERY_S``: the answers per second and p95 of the last span, or the warm-up's time."""
+        while True:
+            gevent.sleep(PROGRESS_EVERY_S)
+            offset = self.window_offset(time.perf_counter())
+            if offset < 0:
+                progress.live(text=f"warming up ({time.perf_counter() - self.started:.0f} s)")
+            else:
+                progress.live(**self.recorder.recent(offset, PROGRESS_EVERY_S))
+
     def watch_timeouts(self) -> None:
         """Abort overdue requests ten times per request timeout (at most every second): the
         connections have no socket timeout."""
@@ -253,6 +266,8 @@ def _start(environment: Environment, **_kwargs) -> None:
     _run = ProcessRun(plan, process_index=runner.worker_index if isinstance(runner, WorkerRunner) else 0)
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
+        if progress.current():
+            gevent.spawn(_run.report_progress).link_exception(_report_greenlet_crash)
     if not isinstance(runner, WorkerRunner):
         phase = plan.phase
         _run.schedule_quit(runner, phase.longest_warmup + phase.duration + STOP_MARGIN_S)
