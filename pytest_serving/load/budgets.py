@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_serving.load.resources import GROWTH_NOISE_MB, ResourceFigures
+from pytest_serving.load.resources import (
+    DEFAULT_MEMORY_GROWTH_MB_PER_1K,
+    GROWTH_CONFIDENCE,
+    GROWTH_NOISE_MB,
+    ResourceFigures,
+)
 from pytest_serving.load.stats import PhaseStats
 from pytest_serving.load.sweep import SweepLevel
 from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, time_blocks
@@ -231,22 +236,46 @@ def _resource_violations(stats: PhaseStats, budget: Budget, prefix: str) -> list
     lines = []
     for name, (figure, label, unit) in RESOURCE_FIELDS.items():
         limit = getattr(budget, name)
+        if name == "max_memory_growth_mb_per_1k":
+            lines.extend(_growth_violations(stats.resources, limit, prefix))
+            continue
         if limit is None:
             continue
         measured = getattr(stats.resources, figure) if stats.resources is not None else None
         if measured is None:
-            why = (
-                "no container readings (server not started by pytest-serving)"
-                if stats.resources is None
-                else f"{stats.resources.samples} readings over {stats.resources.growth_requests} requests"
-            )
-            lines.append(f"{prefix} {label} unmeasured ({why}), budget {limit:g} {unit}")
-        elif measured > limit and not _within_growth_noise(stats.resources, figure):
-            growth = (
-                f" (fit over {stats.resources.growth_requests} requests)" if figure.startswith("memory_growth") else ""
-            )
-            lines.append(f"{prefix} {label} {measured:.1f} {unit}{growth} exceeds budget {limit:g} {unit}")
+            lines.append(f"{prefix} {label} unmeasured ({_why_unmeasured(stats.resources)}), budget {limit:g} {unit}")
+        elif measured > limit:
+            lines.append(f"{prefix} {label} {measured:.1f} {unit} exceeds budget {limit:g} {unit}")
     return lines
+
+
+def _why_unmeasured(resources: ResourceFigures | None) -> str:
+    if resources is None:
+        return "no container readings (server not started by pytest-serving)"
+    return f"{resources.samples} readings over {resources.growth_requests} requests"
+
+
+def _growth_violations(resources: ResourceFigures | None, limit: float | None, prefix: str) -> list[str]:
+    """Memory growth gates every phase: it fails when the whole growth interval lies above the budget
+    (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``) and the phase grew by ``GROWTH_NOISE_MB`` at least, so a
+    short phase fails a leak it shows beyond doubt and never a warm-up's or a JVM's swing. Only a budget
+    the test or the user set makes missing readings a failure."""
+    explicit = limit is not None
+    limit = DEFAULT_MEMORY_GROWTH_MB_PER_1K if limit is None else limit
+    growth = resources.memory_growth_mb_per_1k if resources is not None else None
+    if growth is None:
+        if not explicit:
+            return []
+        return [f"{prefix} memory growth unmeasured ({_why_unmeasured(resources)}), budget {limit:g} MB per 1000 requests"]
+    interval = resources.memory_growth_interval
+    lowest = growth if interval is None else interval[0]
+    if lowest <= limit or _within_growth_noise(resources, "memory_growth_mb_per_1k"):
+        return []
+    shown = "" if interval is None else f", {GROWTH_CONFIDENCE:.0%} interval {interval[0]:.1f} to {interval[1]:.1f}"
+    return [
+        f"{prefix} memory growth {growth:.1f} MB per 1000 requests{shown} (fit over {resources.growth_requests} "
+        f"requests, {resources.samples} readings) exceeds budget {limit:g} MB per 1000 requests"
+    ]
 
 
 def find_baseline(baseline: Mapping, target: str, level_key: str) -> dict | None:

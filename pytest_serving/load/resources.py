@@ -10,20 +10,26 @@ caches, whatever the phase's rate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import numpy as np
 
+from pytest_serving.verdicts.stats import student_t_quantile
+
 #: Memory growth a steady soak phase may show by default (``--serving-soak``), MB per 1000 requests.
 #: Measured on the embedded model (docs/benchmarks.md): Triton's good handler grew -0.4 MB per 1000
 #: over a 60 s soak, short phases right after a start showed up to 10 (warm-up allocations over a few
 #: dozen requests), and a handler keeping 2 MB per request grew by 1975. 50 (50 kB per request) leaves
 #: five times the worst noise seen and still catches a leak of a twentieth of that 2 MB.
-DEFAULT_SOAK_GROWTH_MB_PER_1K = 50.0
+DEFAULT_MEMORY_GROWTH_MB_PER_1K = 50.0
 #: A growth figure needs at least this many memory samples inside the measured window.
 MIN_FIT_SAMPLES = 3
+#: Every phase fails when its whole growth interval, at this confidence, lies above the growth budget
+#: (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``): a leak that a short phase already shows beyond doubt.
+GROWTH_CONFIDENCE = 0.99
 #: Growth over a whole phase below this is not judged: a good Triton grew in steps of 2 to 2.5 MB
 #: within 10 s phases (allocator arenas), which over 30 requests reads as 75 MB per 1000. A leak of
 #: 2 MB per request passes it within 8 requests.
@@ -50,6 +56,8 @@ class ResourceFigures:
     mean_cpu: float | None
     memory_growth_mb_per_1k: float | None
     growth_requests: int
+    #: The growth's interval at ``GROWTH_CONFIDENCE``, widened for autocorrelated readings; None below 4 readings.
+    memory_growth_interval: tuple[float, float] | None
     startup_s: float | None
     timeline: tuple[tuple[float, float, float], ...]
 
@@ -82,6 +90,31 @@ def growth_per_1k(requests: np.ndarray, memory_mb: np.ndarray) -> float | None:
     return float(slope * 1000.0)
 
 
+def growth_interval_per_1k(
+    requests: np.ndarray, memory_mb: np.ndarray, confidence: float = GROWTH_CONFIDENCE
+) -> tuple[float, float] | None:
+    """The growth slope's interval, MB per 1000 requests. Memory moves in allocator steps and garbage
+    collector saw-teeth, so neighbouring readings are not independent: the residuals' lag-1
+    autocorrelation rho shrinks the effective number of readings to n(1 - rho)/(1 + rho), which
+    widens the ordinary least-squares interval and lowers Student's degrees of freedom."""
+    usable = ~np.isnan(requests)
+    x, y = requests[usable], memory_mb[usable]
+    n = x.size
+    if n < MIN_FIT_SAMPLES + 1 or np.ptp(x) <= 0:
+        return None
+    slope, intercept = np.polyfit(x, y, 1)
+    residuals = y - (slope * x + intercept)
+    spread = float(np.sum((x - x.mean()) ** 2))
+    energy = float(np.sum(residuals**2))
+    rho = float(np.sum(residuals[1:] * residuals[:-1]) / energy) if energy > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.95)
+    inflation = (1 + rho) / (1 - rho)
+    effective = max(3.0, n / inflation)
+    standard_error = math.sqrt(energy / (n - 2) / spread * inflation)
+    t = student_t_quantile(0.5 + confidence / 2, max(1, math.floor(effective) - 2))
+    return (float((slope - t * standard_error) * 1000.0), float((slope + t * standard_error) * 1000.0))
+
+
 def phase_resources(
     samples: Sequence[ResourceSample],
     window_opened: str | float,
@@ -105,6 +138,7 @@ def phase_resources(
     measured = (offsets >= 0) if phase else np.zeros(0, dtype=bool)
     requests = answered_by(offsets[measured], window_s, window_rps)
     growth = growth_per_1k(requests, memory[measured])
+    interval = growth_interval_per_1k(requests, memory[measured]) if growth is not None else None
     spanned = requests[~np.isnan(requests)]
     return ResourceFigures(
         samples=len(phase),
@@ -112,6 +146,7 @@ def phase_resources(
         mean_cpu=float(cpu[measured].mean()) if measured.any() else None,
         memory_growth_mb_per_1k=growth,
         growth_requests=int(np.ptp(spanned)) if spanned.size else 0,
+        memory_growth_interval=interval,
         startup_s=startup_s,
         timeline=tuple(
             (round(float(o), 3), round(float(m), 2), round(float(c), 3)) for o, m, c in zip(offsets, memory, cpu)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_serving.load.resources import DEFAULT_SOAK_GROWTH_MB_PER_1K
+from pytest_serving.load.resources import DEFAULT_MEMORY_GROWTH_MB_PER_1K
 
 pytestmark = [pytest.mark.serving]
 
@@ -34,5 +34,5 @@ def test_soak(serving_load, serving_settings):
     """A long steady phase: a handler that keeps memory per request grows with every answer. The ini's
     and the budgets file's max_memory_growth_mb_per_1k override the default growth budget."""
     soak = serving_settings.load.soak
-    stats = serving_load(duration=soak, max_memory_growth_mb_per_1k=DEFAULT_SOAK_GROWTH_MB_PER_1K)
+    stats = serving_load(duration=soak, max_memory_growth_mb_per_1k=DEFAULT_MEMORY_GROWTH_MB_PER_1K)
     assert stats.n > 0, "the soak phase measured no request"

@@ -74,8 +74,9 @@ def test_resource_budgets_name_the_figure_and_the_limit():
     lines = check_budget(stats, budget, BudgetContext("triton"))
     assert len(lines) == 2
     assert "peak memory 1000.0 MB exceeds budget 500 MB" in lines[0]
-    assert "memory growth 2000.0 MB per 1000 requests (fit over 400 requests) exceeds budget 10" in lines[1]
-    assert check_budget(stats, Budget(max_startup_s=20), BudgetContext("triton"))[0].endswith(
+    assert "memory growth 2000.0 MB per 1000 requests, 99% interval 2000.0 to 2000.0 (fit over 400 requests" in lines[1]
+    assert lines[1].endswith("exceeds budget 10 MB per 1000 requests")
+    assert check_budget(stats, Budget(max_startup_s=20), BudgetContext("triton"))[-1].endswith(
         "cold start 30.0 s exceeds budget 20 s"
     )
 
@@ -117,3 +118,46 @@ def test_a_few_mb_of_allocator_steps_in_a_short_phase_are_not_judged_as_a_leak()
     leaking, rates = steady_phase(rate=3.0, duration=10.0, leak_mb_per_request=2.0)
     stats = replace(_stats(), resources=phase_resources(leaking, OPENED, 2.0, 10.0, 1.0, rates))
     assert check_budget(stats, Budget(max_memory_growth_mb_per_1k=50), BudgetContext("triton"))
+
+
+def noisy_phase(rate: float, leak_mb_per_request: float, seed: int, duration: float = 15.0, sawtooth_mb: float = 0.0):
+    """Readings every 0.5 s with allocator noise (up to three steps of 2 to 2.5 MB at random times, as a
+    good Triton showed) and, optionally, a garbage collector's saw-tooth of ``sawtooth_mb`` every 4 s,
+    over a per-request leak."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(-3.0, duration + 1e-9, 0.5)
+    answered = np.clip(times, 0, None) * rate
+    step_times = rng.uniform(-3.0, duration, rng.integers(0, 4))
+    steps = sum(rng.uniform(2.0, 2.5) * (times > at) for at in step_times) + np.zeros(times.size)
+    saw = sawtooth_mb * ((times % 4.0) / 4.0)
+    memory = 190.0 + steps + saw + rng.normal(0, 0.3, times.size) + leak_mb_per_request * answered
+    readings = [ResourceSample(OPENED + t, float(m), 1.0) for t, m in zip(times, memory)]
+    return phase_resources(readings, OPENED, 3.0, duration, 1.0, [rate] * int(duration))
+
+
+def test_every_phase_fails_a_leak_whose_whole_interval_lies_above_the_default_budget():
+    """No budget set (a smoke phase): a handler keeping 2 MiB per request fails, with growth and interval."""
+    figures = noisy_phase(rate=20.0, leak_mb_per_request=2.0, seed=1)
+    low, high = figures.memory_growth_interval
+    assert 50 < low < high
+    (line,) = check_budget(replace(_stats(), resources=figures), Budget(), BudgetContext("triton"))
+    assert "memory growth" in line and "99% interval" in line and "exceeds budget 50 MB per 1000 requests" in line
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_allocator_steps_and_a_saw_tooth_never_fail_the_default_gate(seed):
+    """A good server's memory wanders (allocator arenas, a JVM's collections) without a per-request leak."""
+    for rate, sawtooth in ((20.0, 0.0), (6.0, 30.0), (40.0, 60.0)):
+        figures = noisy_phase(rate=rate, leak_mb_per_request=0.0, seed=seed, sawtooth_mb=sawtooth)
+        assert check_budget(replace(_stats(), resources=figures), Budget(), BudgetContext("x")) == [], figures
+
+
+def test_a_growth_interval_straddling_the_budget_passes_the_gate():
+    figures = noisy_phase(rate=2.0, leak_mb_per_request=0.06, seed=0, duration=10.0)
+    low, high = figures.memory_growth_interval
+    assert low < 50 < high
+    assert check_budget(replace(_stats(), resources=figures), Budget(), BudgetContext("x")) == []
+
+
+def test_without_container_readings_the_default_growth_gate_says_nothing():
+    assert check_budget(_stats(), Budget(), BudgetContext("x")) == []
