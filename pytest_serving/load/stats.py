@@ -286,30 +286,40 @@ def stability_window_s(duration_s: float, window_s: float, last: int, n: int) ->
 
 
 def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tuple[bool, str]:
-    """Whether the last ``last`` windows agree (p95 and rps each within ``tolerance`` of their mean), and why."""
+    """Whether the last ``last`` windows agree, and why: perf_analyzer's test (consecutive windows within
+    a tolerance of their mean) on each window's median latency and answer rate. The median, not the p95:
+    a p95 of 50 requests is their third-slowest answer, which moves by tens of percent between windows
+    of a steady server. Windows of fewer than ``MIN_WINDOW_REQUESTS`` requests are not judged: too small
+    a window is the phase's choice, not the server's instability (stable, with a "not judged" note)."""
     if len(windows) < last:
         return False, f"unstable: {len(windows)} full windows, {last} needed"
     tail = windows[-last:]
-    if any(window.p95_ms is None for window in tail):
+    if any(window.p50_ms is None for window in tail):
         return False, f"unstable: a window among the last {last} has no successful request"
+    length = f" of {tail[1].start_s - tail[0].start_s:.3g} s" if last > 1 else ""
+    few = min(window.n for window in tail)
+    if few < MIN_WINDOW_REQUESTS:
+        return True, (
+            f"not judged: only {few} requests in a window of the last {last}{length} "
+            f"({MIN_WINDOW_REQUESTS} needed to compare medians and rates): lengthen the phase to judge it"
+        )
     findings = []
     stable = True
     for name, unit, values in (
-        ("p95", " ms", [window.p95_ms for window in tail]),
+        ("p50", " ms", [window.p50_ms for window in tail]),
         ("rps", "", [window.rps for window in tail]),
     ):
         mean = sum(values) / len(values)
         spread = max(abs(value - mean) for value in values)
         agrees = spread <= tolerance * mean
         stable = stable and agrees
+        deviation = spread / mean if mean else 0.0
         findings.append(
             f"{name} {min(values):.4g}-{max(values):.4g}{unit} {'within' if agrees else 'beyond'} ±{tolerance:.0%}"
+            + ("" if agrees else f" (±{deviation:.0%})")
         )
     verdict = "stable" if stable else "unstable"
-    length = f" of {tail[1].start_s - tail[0].start_s:.3g} s" if last > 1 else ""
-    few = min(window.n for window in tail)
-    caveat = f" (only {few} requests in a window: p95 and rate are coarse)" if few < MIN_WINDOW_REQUESTS else ""
-    return stable, f"{verdict} over the last {last} windows{length}: " + ", ".join(findings) + caveat
+    return stable, f"{verdict} over the last {last} windows{length}: " + ", ".join(findings)
 
 
 @dataclass(frozen=True)

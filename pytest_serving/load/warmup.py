@@ -55,7 +55,7 @@ class WarmupWatch:
         length = self.settle_window_s(now_s)
         windows = self.last_windows(now_s, length)
         settled, why = stability_of(windows, self.windows, self.tolerance)
-        if settled:
+        if settled and why.startswith("stable"):  # windows too small to judge have not settled
             return True, f"settled after {now_s:.1f} s ({why})"
         if now_s >= self.maximum_s:
             return True, f"not settled by the maximum warm-up of {self.maximum_s:g} s ({why})"
