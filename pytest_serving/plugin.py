@@ -69,6 +69,10 @@ def collect_suites(config: pytest.Config, suites_only: bool) -> None:
         config.args.append(str(SUITES))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    serving_state(session.config).print_progress()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = session.state(config).settings
     targets = selected_targets(settings)

@@ -51,8 +51,11 @@ class SessionState:
         os.close(descriptor)
         self._progress_file = Path(name)
         os.environ[progress.CHANNEL_VARIABLE] = name
+
+    def print_progress(self) -> None:
+        """Start printing the channel this process owns (at session start: the terminal reporter exists)."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
+        if self._progress_file is not None and self._progress is None and reporter is not None:
             quiet = self.config.get_verbosity() < 0
             self._progress = progress.ProgressPrinter(self._progress_file, reporter.write_line, quiet=quiet).start()
 

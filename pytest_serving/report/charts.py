@@ -63,8 +63,18 @@ def _grouped(points: Sequence[LoadPoint], key) -> dict:
     return groups
 
 
+def _spans_levels(series: Sequence[Series]) -> bool:
+    """A curve needs two load levels: a single level (a smoke phase) is a table row, not a one-dot chart."""
+    return any(len(set(line.x)) >= 2 for line in series)
+
+
 def chart_specs(points: Sequence[LoadPoint]) -> list[ChartSpec]:
-    """Per scenario and axis, all targets overlaid; per target, its scenarios; per target, the time breakdown."""
+    """Per scenario and axis, all targets overlaid; per target, its scenarios; per target, the time breakdown;
+    only charts with a curve, one series over two load levels at least."""
+    return [spec for spec in _all_chart_specs(points) if _spans_levels(spec.series)]
+
+
+def _all_chart_specs(points: Sequence[LoadPoint]) -> list[ChartSpec]:
     specs = []
     for (scenario, axis), group in sorted(_grouped(points, lambda p: (p.scenario, p.axis)).items()):
         by_target = _grouped(group, lambda p: p.target)

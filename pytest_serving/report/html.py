@@ -166,7 +166,8 @@ def _load_section(results: Mapping[str, Any], images: Mapping[str, bytes]) -> st
     else:
         parts.append(
             "<p class='note'>No sweep in these results (run with <code>--serving-load=sweep</code> for the study's "
-            "curves): the single load phases that ran (smoke tests) are shown as points, not curves.</p>"
+            "curves): the single load phases that ran (smoke tests) are rows of the tables below; a single level "
+            "draws no curve.</p>"
         )
     parts.append(
         "<p class='note'>Latency percentiles are over successful requests of the measured window; failures count "

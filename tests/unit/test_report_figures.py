@@ -154,15 +154,24 @@ def test_chart_specs_overlay_targets_per_scenario_and_split_each_target(sweep_re
     assert set(specs) == {
         "all-targets-warm-users",
         "triton-users",
-        "triton-users-time",
         "torchserve-users",
         "torchserve-users-time",
     }
     overlay = specs["all-targets-warm-users"]
     assert [series.label for series in overlay.series] == ["torchserve", "triton"]
     assert [series.x for series in overlay.series] == [[2.0, 4.0], [2.0, 4.0]]  # sorted by load
-    # Only levels with server metrics enter the time breakdown.
-    assert [point.level for point in specs["triton-users-time"].series[0].points] == ["users=2"]
+    # Only levels with server metrics enter the time breakdown; Triton's one such level draws no curve.
+    assert [point.level for point in specs["torchserve-users-time"].series[0].points] == ["users=2", "users=4"]
+
+
+def test_single_level_phases_draw_no_chart():
+    """A smoke phase per target is a table row, not three one-dot charts on an axis from 3.8 to 4.2 users."""
+    results = {
+        "targets": {
+            name: {"load": [phase_entry(name, measured([10.0, 30.0], users=4))]} for name in ("triton", "kserve")
+        }
+    }
+    assert charts.chart_specs(chart_points(results)[0]) == []
 
 
 def test_server_breakdown_adds_up_to_the_server_time():
@@ -250,7 +259,7 @@ def test_html_is_self_contained_and_its_charts_decode(sweep_results):
     assert all(reference.startswith("data:image/png;base64,") for reference in parser.loads)
     assert not re.search(r"url\(|@import", page)
     assert "http://127.0.0.1:8000" not in page  # the phases' base URL is no reference either
-    assert len(parser.images) == len(images) == 5
+    assert len(parser.images) == len(images) == 4
     for source in parser.images:
         Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).verify()
 
@@ -279,7 +288,8 @@ def test_html_of_a_smoke_run_says_it_shows_single_phases():
 
 
 def test_render_report_writes_the_page_and_the_chart_files_atomically(tmp_path):
-    results = {"targets": {"triton": {"load": [level_entry("triton", 2, [measured([20.0] * 30, users=2)])]}}}
+    levels = [level_entry("triton", users, [measured([20.0] * 30, users=users)]) for users in (2, 4)]
+    results = {"targets": {"triton": {"load": levels}}}
     (tmp_path / "report" / "charts").mkdir(parents=True)
     (tmp_path / "report" / "charts" / "kserve-users.png").write_bytes(_tiny_png())  # from an earlier report
     path = render_report(results, tmp_path / "report")
