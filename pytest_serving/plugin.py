@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from . import fixtures, progress, session
+from . import fixtures, session
 from .containers.cleanup import claim_session, remove_at_session_end
 from .correctness import gate_cross_target_agreement
 from .report.html import render_report
@@ -125,6 +125,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     order = {name: index for index, name in enumerate(selected_targets(session.state(config).settings))}
     # Within a target: module by module, each test function's parameters together, in definition order.
     items.sort(key=lambda item: (order.get(target_of(item), -1), str(item.path), item.location[1]))
+    session.state(config).count_tests(items, target_of)
 
 
 def target_of(item: pytest.Item) -> str | None:
@@ -143,8 +144,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    """A test that runs long is named by the session's progress heartbeat."""
-    with progress.activity(target_of(item) or "", progress.TEST_PHASE, item.nodeid):
+    """Progress: a target's suite is announced as it starts and beats while it runs; a long test is named."""
+    with serving_state(item.config).test_progress(item):
         return (yield)
 
 

@@ -64,11 +64,21 @@ def current() -> str | None:
     return _current.get() or os.environ.get(ACTIVITY_VARIABLE) or None
 
 
+def begin(target: str, phase: str, detail: str = "", expected_s: float | None = None) -> str:
+    """Start an activity that outlives a ``with`` block (a target's suite across its tests); ``finish`` ends it."""
+    identity = f"{os.getpid()}-{next(_counter)}"
+    emit("start", id=identity, target=target, phase=phase, detail=detail, expected_s=expected_s)
+    return identity
+
+
+def finish(identity: str, outcome: str = "done", elapsed_s: float | None = None) -> None:
+    emit("end", id=identity, outcome=outcome, elapsed_s=elapsed_s)
+
+
 @contextmanager
 def activity(target: str, phase: str, detail: str = "", expected_s: float | None = None) -> Iterator[str]:
     """Report a piece of work from start to end; yields its id for ``live`` and ``note``."""
-    identity = f"{os.getpid()}-{next(_counter)}"
-    emit("start", id=identity, parent=current(), target=target, phase=phase, detail=detail, expected_s=expected_s)
+    identity = begin(target, phase, detail, expected_s)
     token = _current.set(identity)
     started = time.monotonic()
     outcome = "failed"
@@ -77,7 +87,7 @@ def activity(target: str, phase: str, detail: str = "", expected_s: float | None
         outcome = "done"
     finally:
         _current.reset(token)
-        emit("end", id=identity, outcome=outcome, elapsed_s=round(time.monotonic() - started, 1))
+        finish(identity, outcome, round(time.monotonic() - started, 1))
 
 
 def note(text: str, identity: str | None = None) -> None:
@@ -103,9 +113,12 @@ class _Running:
     detail: str
     expected_s: float | None
     started: float
-    parent: str | None
+    pid: int
     figures: dict = field(default_factory=dict)
     printed: float = 0.0
+    #: Figures arrived since the last line, and whether they include a milestone.
+    fresh: bool = False
+    milestone: bool = False
 
 
 class ProgressPrinter:
@@ -144,10 +157,15 @@ class ProgressPrinter:
         with self._lock:
             for event in self._read():
                 self._handle(event, now)
+            for running in self.running.values():
+                due = running.milestone or now - running.printed >= LIVE_EVERY_S
+                if running.fresh and due and not self.quiet:
+                    self._print(running, now, self._figures(running, now))
+                running.fresh = running.milestone = False
             if not self.quiet:
-                for identity, running in list(self.running.items()):
-                    innermost = not any(other.parent == identity for other in self.running.values())
-                    if innermost and now - running.printed >= HEARTBEAT_S:
+                innermost = {running.pid: running for running in self.running.values()}  # latest start per process
+                for running in innermost.values():
+                    if now - running.printed >= HEARTBEAT_S:
                         self._print(running, now, self._figures(running, now))
 
     def _read(self) -> list[dict]:
@@ -177,11 +195,11 @@ class ProgressPrinter:
                 event.get("detail") or "",
                 event.get("expected_s"),
                 event.get("at", now),
-                event.get("parent"),
+                event.get("pid", 0),
             )
             self.running[identity] = running
             expected = f", ~{running.expected_s:.0f} s" if running.expected_s else ""
-            if running.phase != TEST_PHASE:
+            if running.phase != TEST_PHASE and not (self.quiet and event.get("quiet_repeat")):
                 self._print(running, now, f"started{expected}")
             else:
                 running.printed = now  # a test is announced only by its heartbeat, when it runs long
@@ -194,13 +212,15 @@ class ProgressPrinter:
                 self._print(running, now, str(event.get("text", "")))
         elif kind == "live":
             running.figures = {key: value for key, value in event.items() if key not in ("kind", "at", "pid", "id")}
-            milestone = "done" in running.figures  # a sweep level done: rare, and what a reader waits for
-            if not self.quiet and (milestone or now - running.printed >= LIVE_EVERY_S):
-                self._print(running, now, self._figures(running, now))
+            # A sweep level done is rare and what a reader waits for; other figures wait for their turn.
+            running.milestone = running.milestone or "done" in running.figures
+            running.fresh = True
         elif kind == "end":
             del self.running[identity]
             if not self.quiet and running.phase != TEST_PHASE:
-                self._print(running, now, f"{event.get('outcome', 'done')} after {event.get('elapsed_s', 0):.1f} s")
+                elapsed = event.get("elapsed_s")
+                elapsed = event.get("at", now) - running.started if elapsed is None else elapsed
+                self._print(running, now, f"{event.get('outcome', 'done')} after {elapsed:.1f} s")
 
     @staticmethod
     def _figures(running: _Running, now: float) -> str:
@@ -208,6 +228,8 @@ class ProgressPrinter:
         expected = f"/{running.expected_s:.0f}" if running.expected_s else ""
         parts = [f"{elapsed:.0f}{expected} s"]
         figures = running.figures
+        if figures.get("tests_done") is not None and figures.get("tests_planned"):
+            parts.append(f"{figures['tests_done']} of {figures['tests_planned']} tests")
         if figures.get("done") is not None and figures.get("planned"):
             parts.append(f"{figures['done']} of {figures['planned']} done")
             if figures.get("eta_s") is not None:

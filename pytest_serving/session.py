@@ -6,6 +6,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -41,6 +44,10 @@ class SessionState:
         self._samples: list[Sample] | None = None
         self._progress_file: Path | None = None
         self._progress: progress.ProgressPrinter | None = None
+        self._planned: Counter[tuple[str | None, str]] = Counter()
+        self._target_of: Callable[[pytest.Item], str | None] | None = None
+        #: The suite now running: ((target, suite), its progress activity, tests done).
+        self._suite: tuple[tuple[str, str], str, int] | None = None
 
     def open_progress(self) -> None:
         """The outermost controlling process owns the session's progress channel and prints it; xdist
@@ -60,12 +67,44 @@ class SessionState:
             self._progress = progress.ProgressPrinter(self._progress_file, reporter.write_line, quiet=quiet).start()
 
     def stop_progress(self) -> None:
-        """Print what is left to print; called before the terminal summary."""
+        """End the running suite and print what is left to print; called before the terminal summary."""
+        self.end_suite()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
+    def count_tests(self, items: list[pytest.Item], target_of: Callable[[pytest.Item], str | None]) -> None:
+        """How many tests each target's suite will run, for the progress lines' "k of n tests"."""
+        self._planned = Counter((target_of(item), suite_of(item)) for item in items)
+        self._target_of = target_of
+
+    @contextmanager
+    def test_progress(self, item: pytest.Item) -> Iterator[None]:
+        """A serving test counts towards its target's suite, which is announced once and beats while it
+        runs; any other test (this repository's own integration tests) is named when it runs long."""
+        target = self._target_of(item) if self._target_of else None
+        if not target:
+            with progress.activity("", progress.TEST_PHASE, item.nodeid):
+                yield
+            return
+        key = (target, suite_of(item))
+        if self._suite is None or self._suite[0] != key:
+            self.end_suite()
+            self._suite = (key, progress.begin(target, key[1]), 0)
+        _, identity, done = self._suite
+        try:
+            yield
+        finally:
+            self._suite = (key, identity, done + 1)
+            progress.live(identity, tests_done=done + 1, tests_planned=self._planned.get(key))
+
+    def end_suite(self) -> None:
+        if self._suite is not None:
+            progress.finish(self._suite[1])
+            self._suite = None
+
     def close_progress(self) -> None:
+        self.end_suite()
         self.stop_progress()
         if self._progress_file is not None:
             os.environ.pop(progress.CHANNEL_VARIABLE, None)
@@ -176,6 +215,23 @@ class SessionState:
 def install(config: pytest.Config, settings: Settings) -> SessionState:
     config.stash[_KEY] = SessionState(config, settings)
     return config.stash[_KEY]
+
+
+#: Markers that name a built-in suite, for progress lines.
+SUITE_MARKERS = {
+    "serving_contract": "contract",
+    "serving_robustness": "robustness",
+    "serving_load_suite": "load",
+    "serving_release": "release",
+}
+
+
+def suite_of(item: pytest.Item) -> str:
+    """The suite a test belongs to: contract, robustness, load, release, or its module's name."""
+    for marker, suite in SUITE_MARKERS.items():
+        if item.get_closest_marker(marker) is not None:
+            return suite
+    return item.path.stem.removeprefix("test_")
 
 
 def state(config: pytest.Config) -> SessionState:

@@ -57,7 +57,7 @@ def test_silent_work_gets_a_heartbeat_naming_target_and_phase(channel):
     assert "torchserve release look 1: 13 s" in lines[1], lines
 
 
-def test_only_the_innermost_activity_beats(channel):
+def test_only_the_latest_activity_of_a_process_beats(channel):
     shown, lines = printer(channel)
     with progress.activity("triton", progress.TEST_PHASE, "tests/x.py::test_load"):
         with progress.activity("triton", "load", "users=4"):
@@ -135,3 +135,18 @@ def progress_time(channel) -> float:
     import json
 
     return json.loads(channel.read_text().splitlines()[-1])["at"]
+
+
+def test_a_suite_across_tests_counts_its_tests_and_beats_between_them(channel):
+    shown, lines = printer(channel)
+    suite = progress.begin("triton", "robustness")
+    started = progress_time(channel)
+    shown.poll(started)
+    for done in range(1, 4):
+        progress.live(suite, tests_done=done, tests_planned=51)
+    shown.poll(started + progress.HEARTBEAT_S + 1)
+    progress.finish(suite)
+    shown.poll(started + progress.HEARTBEAT_S + 1)
+    assert "triton robustness: started" in lines[0]
+    assert "3 of 51 tests" in lines[1]
+    assert "triton robustness: done" in lines[2]
