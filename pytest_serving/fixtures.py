@@ -147,6 +147,7 @@ def serving_load(
         reference=serving_reference,
         monitor=serving_deployment.monitor,
         server_metrics=serving_deployment.target.server_metrics,
+        memory_swing_mb=serving_deployment.target.memory_swing_mb,
         strict=session.release.limits.strict,
         postmortem=serving_deployment.postmortem,
     )

@@ -23,10 +23,10 @@ import numpy as np
 from pytest_serving.load.resources import (
     DEFAULT_MEMORY_GROWTH_MB_PER_1K,
     GROWTH_CONFIDENCE,
-    GROWTH_NOISE_MB,
     ResourceFigures,
 )
 from pytest_serving.load.stats import PhaseStats
+from pytest_serving.targets.base import MEMORY_SWING_MB
 from pytest_serving.load.sweep import SweepLevel
 from pytest_serving.verdicts.stats import P95_LATENCY, THROUGHPUT, bootstrap_ratio, time_blocks
 from pytest_serving.verdicts.verdict import FAIL, PASS, Finding, speed_finding
@@ -78,6 +78,8 @@ class BudgetContext:
 
     target: str
     image: str = ""
+    #: What the server may gain within a phase without leaking (``ServingTarget.memory_swing_mb``).
+    memory_swing_mb: float = MEMORY_SWING_MB
 
 
 def budget_value(name: str, value: object, where: str) -> float:
@@ -190,7 +192,7 @@ def check_budget(stats: PhaseStats, budget: Budget, context: BudgetContext) -> l
     note = unstable_note(stats)
     if note:
         violations = [f"{line} [{note}]" for line in violations]
-    violations.extend(_resource_violations(stats, budget, prefix))
+    violations.extend(_resource_violations(stats, budget, prefix, context.memory_swing_mb))
     if stats.answers is not None:
         violations.extend(f"{prefix} {line}" for line in stats.answers.violations())
     return violations
@@ -219,25 +221,23 @@ def _timing_violations(stats: PhaseStats, budget: Budget, prefix: str) -> list[s
 #: Resource budgets: (figure in ResourceFigures, what the message calls it, unit).
 RESOURCE_FIELDS = {
     "max_memory_mb": ("peak_memory_mb", "peak memory", "MB"),
-    # Judged only when the phase grew by GROWTH_NOISE_MB in all: smaller steps are allocator noise.
+    # Judged only when the phase grew by more than the server's own swing (ServingTarget.memory_swing_mb).
     "max_memory_growth_mb_per_1k": ("memory_growth_mb_per_1k", "memory growth", "MB per 1000 requests"),
     "max_startup_s": ("startup_s", "cold start", "s"),
 }
 
 
-def _within_growth_noise(resources: ResourceFigures, figure: str) -> bool:
-    """A growth rate whose total over the phase is below ``GROWTH_NOISE_MB`` is allocator noise, not a leak."""
-    if figure != "memory_growth_mb_per_1k":
-        return False
-    return resources.memory_growth_mb_per_1k * resources.growth_requests / 1000.0 < GROWTH_NOISE_MB
+def _within_growth_noise(resources: ResourceFigures, swing_mb: float) -> bool:
+    """A growth rate whose total over the phase is below the server's swing is noise, not a leak."""
+    return resources.memory_growth_mb_per_1k * resources.growth_requests / 1000.0 < swing_mb
 
 
-def _resource_violations(stats: PhaseStats, budget: Budget, prefix: str) -> list[str]:
+def _resource_violations(stats: PhaseStats, budget: Budget, prefix: str, swing_mb: float) -> list[str]:
     lines = []
     for name, (figure, label, unit) in RESOURCE_FIELDS.items():
         limit = getattr(budget, name)
         if name == "max_memory_growth_mb_per_1k":
-            lines.extend(_growth_violations(stats.resources, limit, prefix))
+            lines.extend(_growth_violations(stats.resources, limit, prefix, swing_mb))
             continue
         if limit is None:
             continue
@@ -255,10 +255,12 @@ def _why_unmeasured(resources: ResourceFigures | None) -> str:
     return f"{resources.samples} readings over {resources.growth_requests} requests"
 
 
-def _growth_violations(resources: ResourceFigures | None, limit: float | None, prefix: str) -> list[str]:
+def _growth_violations(
+    resources: ResourceFigures | None, limit: float | None, prefix: str, swing_mb: float
+) -> list[str]:
     """Memory growth gates every phase: it fails when the whole growth interval lies above the budget
-    (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``) and the phase grew by ``GROWTH_NOISE_MB`` at least, so a
-    short phase fails a leak it shows beyond doubt and never a warm-up's or a JVM's swing. Only a budget
+    (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``) and the phase grew by more than the server's own swing
+    (``swing_mb``), so a short phase fails a leak it shows beyond doubt and never a warm-up's or a JVM's. Only a budget
     the test or the user set makes missing readings a failure."""
     explicit = limit is not None
     limit = DEFAULT_MEMORY_GROWTH_MB_PER_1K if limit is None else limit
@@ -269,7 +271,7 @@ def _growth_violations(resources: ResourceFigures | None, limit: float | None, p
         return [f"{prefix} memory growth unmeasured ({_why_unmeasured(resources)}), budget {limit:g} MB per 1000 requests"]
     interval = resources.memory_growth_interval
     lowest = growth if interval is None else interval[0]
-    if lowest <= limit or _within_growth_noise(resources, "memory_growth_mb_per_1k"):
+    if lowest <= limit or _within_growth_noise(resources, swing_mb):
         return []
     shown = "" if interval is None else f", {GROWTH_CONFIDENCE:.0%} interval {interval[0]:.1f} to {interval[1]:.1f}"
     return [

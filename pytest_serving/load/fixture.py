@@ -31,6 +31,7 @@ from ..metrics import (
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
+from ..targets.base import MEMORY_SWING_MB
 from ..types import Endpoint, HttpRequest, Prediction
 from ..verdicts.verdict import INCONCLUSIVE, Finding, InconclusiveComparison, gate_failures, overall
 from .answers import AnswerCheck, KeptAnswers, check_answers
@@ -105,6 +106,8 @@ class ServingLoad:
     probability_tolerance: float = MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
     #: The target's ``server_metrics``: which counters say where the server's time went.
     server_metrics: ServerMetricsSpec | None = None
+    #: Memory the server may gain within a phase without leaking (``ServingTarget.memory_swing_mb``).
+    memory_swing_mb: float = MEMORY_SWING_MB
     #: An inconclusive comparison with the baseline fails the test (``--serving-release-strict``).
     strict: bool = False
     #: The current server's container state, exit code and log tail: quoted when a phase had failed requests.
@@ -280,12 +283,12 @@ class ServingLoad:
             stats = self._run(base_url, requests, phase, on_window_open=scrape.window_opened)
         monitor = self._monitors.get(base_url)
         if monitor is not None:
-            window_s = stability_window_s(phase.duration, phase.window, phase.stability_windows, stats.n)
+            window_s = stability_window_s(stats.duration, phase.window, phase.stability_windows, stats.n)
             figures = phase_resources(
                 monitor.samples(),
                 stats.started_at,
                 stats.warmup_s,
-                phase.duration,
+                stats.duration,
                 window_s,
                 [window.rps for window in stats.windows],
                 monitor.startup_s,
@@ -334,7 +337,8 @@ class ServingLoad:
         return marker_budget.merged(resolve_budget(self.endpoint.target, *self.budget_tables))
 
     def _over_budget(self, stats: PhaseStats, budget: Budget) -> list[str]:
-        return check_budget(stats, budget, BudgetContext(self.endpoint.target, self.endpoint.image))
+        context = BudgetContext(self.endpoint.target, self.endpoint.image, self.memory_swing_mb)
+        return check_budget(stats, budget, context)
 
     def _against_baseline(self, measured: PhaseStats | SweepLevel) -> list[Finding]:
         """p95/throughput against --serving-baseline at the same target and level (bootstrap intervals)."""

@@ -68,6 +68,11 @@ class LoadPhase:
     stability_windows: int = 3
     stability_tolerance: float = 0.10
     max_warmup: float | None = None
+    #: Closed loop, one process: the measured window lasts ``duration`` seconds, longer while fewer than
+    #: ``min_requests`` were sent in it (so that its windows hold enough requests to judge stability),
+    #: at most ``max_duration`` seconds.
+    min_requests: int | None = None
+    max_duration: float | None = None
     #: A regular expression whose first group, found in the first bytes of an answer's body, is
     #: recorded with the request (``RawSamples.tag``): which model version answered, for instance.
     answer_tag: str | None = None
@@ -98,6 +103,11 @@ class LoadPhase:
             raise ValueError("warmup, workers, late_threshold_ms and stability_tolerance must be >= 0")
         if self.stability_windows < 1:
             raise ValueError(f"stability_windows must be >= 1, got {self.stability_windows}")
+        if self.min_requests is not None:
+            if self.min_requests < 1 or self.open_loop or self.workers:
+                raise ValueError("min_requests must be >= 1, and needs a closed loop in one process (workers=0)")
+            if self.max_duration is None or self.max_duration < self.duration:
+                raise ValueError(f"min_requests needs max_duration >= duration={self.duration}")
         if self.max_warmup is not None:
             if self.max_warmup < self.warmup:
                 raise ValueError(f"max_warmup={self.max_warmup} must be >= warmup={self.warmup}")
@@ -124,11 +134,16 @@ class LoadPhase:
         return self.warmup if self.max_warmup is None else self.max_warmup
 
     @property
+    def longest_duration(self) -> float:
+        """The measured window's upper bound: ``max_duration`` when it may grow, else ``duration``."""
+        return self.duration if self.min_requests is None else self.max_duration
+
+    @property
     def deadline_s(self) -> float:
         """Wall-clock limit for each Locust process."""
         if self.timeout is not None:
             return self.timeout
-        return self.longest_warmup + self.duration + self.request_timeout + STARTUP_MARGIN_S
+        return self.longest_warmup + self.longest_duration + self.request_timeout + STARTUP_MARGIN_S
 
     def to_dict(self) -> dict:
         return asdict(self)

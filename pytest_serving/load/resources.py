@@ -30,10 +30,6 @@ MIN_FIT_SAMPLES = 3
 #: Every phase fails when its whole growth interval, at this confidence, lies above the growth budget
 #: (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``): a leak that a short phase already shows beyond doubt.
 GROWTH_CONFIDENCE = 0.99
-#: Growth over a whole phase below this is not judged: a good Triton grew in steps of 2 to 2.5 MB
-#: within 10 s phases (allocator arenas), which over 30 requests reads as 75 MB per 1000. A leak of
-#: 2 MB per request passes it within 8 requests.
-GROWTH_NOISE_MB = 16.0
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class RawSamples:
     #: How long the warm-up lasted, and how it ended when it adapts (``LoadPhase.max_warmup``).
     warmup_s: float | None = None
     warmup_note: str = ""
+    #: How long the measured window lasted, when it grew past the phase's duration (``LoadPhase.min_requests``).
+    measured_s: float | None = None
     #: Per request, the index in ``tags`` of what its answer carried (the phase's ``answer_tag``), -1 for
     #: nothing; empty when the phase recorded no tags.
     tag: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
@@ -91,6 +93,7 @@ class RawSamples:
             "cpu_warnings": self.cpu_warnings,
             "warmup_s": self.warmup_s,
             "warmup_note": self.warmup_note,
+            "measured_s": self.measured_s,
         }
         with open(path, "wb") as file:
             np.savez(
@@ -145,6 +148,7 @@ class RawSamples:
             cpu_warnings=sum(part.cpu_warnings for part in parts),
             warmup_s=max((part.warmup_s for part in parts if part.warmup_s is not None), default=None),
             warmup_note="; ".join(part.warmup_note for part in parts if part.warmup_note),
+            measured_s=max((part.measured_s for part in parts if part.measured_s is not None), default=None),
             tag=np.concatenate(renumbered) if tags else np.zeros(0, dtype=np.int32),
             tags=tags,
         )
@@ -184,6 +188,11 @@ class SampleRecorder:
         """An answer or failure arrived ``offset_s`` into the measured window."""
         self._completions.append(offset_s)
 
+    @property
+    def count(self) -> int:
+        """Measured sends so far."""
+        return len(self._offsets)
+
     def recent(self, now_s: float, span_s: float) -> dict[str, float | int | None]:
         """Progress figures of the requests sent in the last ``span_s`` before ``now_s`` (window offsets):
         answers per second and p95 of the successful ones. Requests are kept in completion order, so the
@@ -203,7 +212,12 @@ class SampleRecorder:
         }
 
     def samples(
-        self, started_at: float, cpu_warning: bool = False, warmup_s: float | None = None, warmup_note: str = ""
+        self,
+        started_at: float,
+        cpu_warning: bool = False,
+        warmup_s: float | None = None,
+        warmup_note: str = "",
+        measured_s: float | None = None,
     ) -> RawSamples:
         return RawSamples(
             offset_s=np.array(self._offsets, dtype=np.float64),
@@ -217,6 +231,7 @@ class SampleRecorder:
             cpu_warnings=int(cpu_warning),
             warmup_s=warmup_s,
             warmup_note=warmup_note,
+            measured_s=measured_s,
             tag=np.array(self._tags, dtype=np.int32) if self._tag_names else np.zeros(0, dtype=np.int32),
             tags=list(self._tag_names),
         )
@@ -277,12 +292,19 @@ def windows_of(samples: RawSamples, duration_s: float, window_s: float) -> tuple
     return tuple(windows)
 
 
+#: Stability windows aim at this many times ``MIN_WINDOW_REQUESTS``, so that a window's count, which
+#: varies a little around its mean, stays above the minimum.
+WINDOW_REQUESTS_MARGIN = 1.25
+
+
 def stability_window_s(duration_s: float, window_s: float, last: int, n: int) -> float:
     """The stability windows' length: at least ``window_s``, long enough to hold about
-    ``MIN_WINDOW_REQUESTS`` of the phase's ``n`` requests, short enough for ``last`` windows to fit."""
+    ``WINDOW_REQUESTS_MARGIN`` × ``MIN_WINDOW_REQUESTS`` of the phase's ``n`` requests, short enough for
+    ``last`` windows to fit."""
     if n == 0:
         return window_s
-    return max(window_s, min(duration_s * MIN_WINDOW_REQUESTS / n, duration_s / last))
+    wanted = duration_s * WINDOW_REQUESTS_MARGIN * MIN_WINDOW_REQUESTS / n
+    return max(window_s, min(wanted, duration_s / last))
 
 
 def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tuple[bool, str]:
@@ -387,16 +409,17 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
     n = int(samples.code.size)
     success = is_success(samples.code)
     failures = n - int(success.sum())
-    window_s = stability_window_s(phase.duration, phase.window, phase.stability_windows, n)
-    windows = windows_of(samples, phase.duration, window_s)
+    duration = samples.measured_s or phase.duration
+    window_s = stability_window_s(duration, phase.window, phase.stability_windows, n)
+    windows = windows_of(samples, duration, window_s)
     stable, stability = stability_of(windows, phase.stability_windows, phase.stability_tolerance)
     return PhaseStats(
         level=phase.level_key,
         configuration={**phase.to_dict(), **configuration},
         n=n,
         failures=failures,
-        offered_rps=n / phase.duration,
-        rps=samples.completed_s.size / phase.duration,
+        offered_rps=n / duration,
+        rps=samples.completed_s.size / duration,
         failure_rate=failures / n if n else 0.0,
         status_counts=samples.status_counts(),
         latency=LatencySummary.of(samples.latency_ms[success]),
@@ -406,7 +429,7 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
         stable=stable,
         stability=stability,
         started_at=datetime.fromtimestamp(samples.started_at, UTC).isoformat(),
-        duration=phase.duration,
+        duration=duration,
         processes=samples.processes,
         cpu_warnings=samples.cpu_warnings,
         warmup_s=phase.warmup if samples.warmup_s is None else samples.warmup_s,

@@ -83,6 +83,8 @@ class ProcessRun:
             else None
         )
         self.warmup_note = ""
+        #: The measured window's length: the phase's duration, longer while too few requests were sent.
+        self.duration = phase.duration
         self.quit_timer: gevent.Greenlet | None = None
         self._flows: list[Flow] = []
         self._due_lists: list[list[float]] = []
@@ -98,7 +100,7 @@ class ProcessRun:
         return perf_time - self.window_opens
 
     def measured(self, offset_s: float) -> bool:
-        return 0.0 <= offset_s < self.phase.duration
+        return 0.0 <= offset_s < self.duration
 
     def finished(self, due: float, outcome: int | str, ended: float | None = None, tag: str = "") -> None:
         """A request due at ``due`` ended at ``ended`` (perf_counter times; default now): keep it if in the
@@ -128,7 +130,7 @@ class ProcessRun:
 
     @property
     def window_closes(self) -> float:
-        return self.window_opens + self.phase.duration
+        return self.window_opens + self.duration
 
     def new_flow(self, requests: Iterator[bytes], period_s: float) -> Flow:
         """A closed-loop user's flow, which sends until the window closes (wherever it ends up)."""
@@ -149,12 +151,35 @@ class ProcessRun:
         self.warmup_note = why
         self.warmup_watch = None
         closes = self.window_closes
+        self.move_close(closes)
+        for due_times in self._due_lists:
+            del due_times[bisect.bisect_left(due_times, closes) :]
+
+    def move_close(self, closes: float) -> None:
+        """Flows and the sending loop stop at ``closes``, wherever the window closes."""
         for flow in self._flows:
             flow.closes = closes
         if self._multiplexer is not None:
             self._multiplexer.until = closes
-        for due_times in self._due_lists:
-            del due_times[bisect.bisect_left(due_times, closes) :]
+
+    def measure_enough(self, runner) -> None:
+        """Grow the measured window while it holds fewer than ``min_requests`` sends, up to ``max_duration``:
+        a second before each close, the rate so far says how much longer the rest needs (with 10 % to spare)."""
+        phase = self.phase
+        while True:
+            left = self.window_closes - 1.0 - time.perf_counter()
+            if left > 0:
+                gevent.sleep(min(left, SETTLE_CHECK_S))  # an adaptive warm-up may move the window meanwhile
+                continue
+            sent = self.recorder.count
+            elapsed = time.perf_counter() - self.window_opens
+            if sent >= phase.min_requests or self.duration >= phase.max_duration or elapsed <= 0:
+                return
+            rate = sent / elapsed
+            more = (phase.min_requests - sent) / rate * 1.1 if rate > 0 else 1.0
+            self.duration = min(phase.max_duration, self.duration + max(more, 1.0))
+            self.move_close(self.window_closes)
+            self.schedule_quit(runner, self.window_closes - time.perf_counter() + STOP_MARGIN_S)
 
     def settle(self, runner) -> None:
         """Watch the warm-up's windows; open the measured window once they settle (or at the maximum)."""
@@ -165,7 +190,7 @@ class ProcessRun:
                 break
         self.open_window(why)
         (Path(self.plan.out_dir) / WINDOW_OPEN_FILE).touch()
-        self.schedule_quit(runner, self.phase.duration + STOP_MARGIN_S)
+        self.schedule_quit(runner, self.duration + STOP_MARGIN_S)
 
     def schedule_quit(self, runner, after_s: float) -> None:
         """Stop the run ``after_s`` seconds from now (replacing an earlier plan)."""
@@ -231,7 +256,8 @@ class ProcessRun:
             (self.answers or AnswerKeeper([])).save(answers_file(self.plan.out_dir, self.process_index))
         path = Path(self.plan.out_dir) / f"raw-{self.process_index}.npz"
         warmup_s = self.window_opens - self.started
-        self.recorder.samples(self.started_at, cpu_warning, warmup_s, self.warmup_note).save(path)
+        measured_s = self.duration if self.duration != self.phase.duration else None
+        self.recorder.samples(self.started_at, cpu_warning, warmup_s, self.warmup_note, measured_s).save(path)
 
 
 _run: ProcessRun | None = None
@@ -273,6 +299,8 @@ def _start(environment: Environment, **_kwargs) -> None:
         _run.schedule_quit(runner, phase.longest_warmup + phase.duration + STOP_MARGIN_S)
         if _run.warmup_watch is not None:
             gevent.spawn(_run.settle, runner).link_exception(_report_greenlet_crash)
+        if phase.min_requests is not None:
+            gevent.spawn(_run.measure_enough, runner).link_exception(_report_greenlet_crash)
         else:
             # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
             gevent.spawn_later(phase.warmup, (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch)

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_serving.load.stats import MIN_WINDOW_REQUESTS, RawSamples, Window, stability_of, windows_of
+from pytest_serving.load.stats import (
+    MIN_WINDOW_REQUESTS,
+    WINDOW_REQUESTS_MARGIN,
+    RawSamples,
+    Window,
+    stability_of,
+    windows_of,
+)
 
 #: The ``serving_load`` fixture lets a warm-up run to this many times its ``warmup`` (one Locust process).
 DEFAULT_MAX_WARMUP_FACTOR = 3
@@ -45,7 +52,7 @@ class WarmupWatch:
         """The windows' length: at least ``window_s``, about ``MIN_WINDOW_REQUESTS`` answers at the rate so
         far, and short enough for ``windows`` of them to fit in the maximum warm-up."""
         rate = len(self._ended) / now_s if now_s > 0 else 0.0
-        wanted = MIN_WINDOW_REQUESTS / rate if rate > 0 else self.maximum_s
+        wanted = WINDOW_REQUESTS_MARGIN * MIN_WINDOW_REQUESTS / rate if rate > 0 else self.maximum_s
         return max(self.window_s, min(wanted, self.maximum_s / self.windows))
 
     def verdict(self, now_s: float) -> tuple[bool, str]:

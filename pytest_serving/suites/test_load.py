@@ -11,7 +11,9 @@ pytestmark = [pytest.mark.serving]
 
 
 @pytest.mark.serving_load_suite("smoke")
-@pytest.mark.serving_load(users=4, duration=15, warmup=3, max_failure_rate=0.0, p95_ms=10_000)
+@pytest.mark.serving_load(
+    users=4, duration=15, min_requests=180, max_duration=45, warmup=3, max_failure_rate=0.0, p95_ms=10_000
+)
 def test_smoke(serving_load):
     stats = serving_load()
     assert stats.n > 0, "the smoke phase measured no request"

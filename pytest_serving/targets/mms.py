@@ -45,7 +45,7 @@ from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
 from ..protocols.torchserve import TorchServeProtocol
 from ..types import Endpoint, ProtocolError
-from .base import ServingTarget, probe
+from .base import JVM_MEMORY_SWING_MB, ServingTarget, probe
 
 MMS_VERSION = "1.1.11"
 ARCHIVER_VERSION = "1.0.3"
@@ -84,6 +84,10 @@ CMD ["multi-model-server", "--start", "--foreground"]
 
 
 class MultiModelServer(ServingTarget):
+    #: The Java frontend's heap grows towards its maximum (a quarter of the machine's memory) without a
+    #: leak: a smoke phase of the unmodified MMS grew 38 MB over 251 requests (150 MB per 1000, 99 %
+    #: interval 102 to 199). A handler keeping 2 MiB per request grows by that much in 50 requests.
+    memory_swing_mb = JVM_MEMORY_SWING_MB
     name = "mms"
     official_image = MMS_OFFLINE_IMAGE.tag
     official_gpu_image = MMS_OFFLINE_IMAGE.tag

@@ -60,7 +60,7 @@ from ..protocols.torchserve import (
     workers_ready,
 )
 from ..types import HttpRequest, Option
-from .base import Endpoint, ServingTarget, TargetOptions, probe
+from .base import JVM_MEMORY_SWING_MB, Endpoint, ServingTarget, TargetOptions, probe
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard
@@ -131,6 +131,10 @@ class ManagementError(RuntimeError):
 
 
 class TorchServe(ServingTarget):
+    #: The Java frontend's heap grows towards its maximum (a quarter of the machine's memory) without a
+    #: leak: a smoke phase of the unmodified MMS grew 38 MB over 251 requests (150 MB per 1000, 99 %
+    #: interval 102 to 199). A handler keeping 2 MiB per request grows by that much in 50 requests.
+    memory_swing_mb = JVM_MEMORY_SWING_MB
     name = "torchserve"
     official_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-cpu"
     official_gpu_image = f"pytorch/torchserve:{TORCHSERVE_VERSION}-gpu"

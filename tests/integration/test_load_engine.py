@@ -219,3 +219,17 @@ def test_an_adaptive_warmup_lasts_until_the_server_is_warm(server_url):
     assert WARMING_S <= stats.warmup_s <= phase.max_warmup + 1.0
     assert stats.warmup_note.startswith(("settled after", "not settled by the maximum"))
     assert stats.configuration["max_warmup"] == 10.0
+
+
+def test_a_phase_grows_until_it_has_measured_its_minimum_of_requests(server_url):
+    """One user at about 40 answers/s: 1 s holds about 40, so the window grows to hold 100."""
+    phase = LoadPhase(users=1, duration=1.0, warmup=0.2, min_requests=100, max_duration=10.0)
+    stats = run_phase(server_url, [OK], phase)
+    assert stats.n >= 100 and 1.0 < stats.duration < 10.0
+    assert stats.rps == pytest.approx(stats.n / stats.duration, rel=0.1)
+
+
+def test_the_growth_stops_at_the_maximum_duration(server_url):
+    phase = LoadPhase(users=1, duration=1.0, warmup=0.2, min_requests=100_000, max_duration=2.0)
+    stats = run_phase(server_url, [OK], phase)
+    assert stats.duration == 2.0 and 0 < stats.n < 100_000

@@ -73,3 +73,24 @@ def test_run_plan_round_trips_binary_bodies(tmp_path):
     plan = RunPlan(LoadPhase(rate=5.0, arrival="constant", workers=2), requests, str(tmp_path))
     plan.write(tmp_path / "plan.json")
     assert RunPlan.read(tmp_path / "plan.json") == plan
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"users": 2, "min_requests": 100},  # no maximum
+        {"users": 2, "min_requests": 100, "max_duration": 5.0, "duration": 10.0},  # maximum below duration
+        {"rate": 10.0, "min_requests": 100, "max_duration": 30.0},  # open loop: its schedule is fixed
+        {"users": 2, "workers": 2, "min_requests": 100, "max_duration": 30.0},  # one process decides
+        {"users": 2, "min_requests": 0, "max_duration": 30.0},
+    ],
+)
+def test_a_minimum_of_requests_needs_a_bound_and_one_closed_loop_process(options):
+    with pytest.raises(ValueError):
+        LoadPhase(**options)
+
+
+def test_a_growing_window_extends_the_deadline():
+    phase = LoadPhase(users=2, duration=10.0, min_requests=100, max_duration=40.0)
+    assert phase.longest_duration == 40.0
+    assert phase.deadline_s == LoadPhase(users=2, duration=40.0).deadline_s

@@ -118,8 +118,8 @@ def test_windows_cover_full_windows_only():
 
 @pytest.mark.parametrize(
     ("n", "expected_s"),
-    [(6000, 1.0), (600, 5.0), (100, 20.0), (0, 1.0)],
-    ids=["busy: 1 s windows", "10 rps: 5 s for 50 each", "few: 3 windows fit", "nothing sent"],
+    [(6000, 1.0), (600, 6.25), (100, 20.0), (0, 1.0)],
+    ids=["busy: 1 s windows", "10 rps: 6.25 s for 62.5 each", "few: 3 windows fit", "nothing sent"],
 )
 def test_stability_windows_grow_to_hold_enough_requests(n, expected_s):
     assert stability_window_s(duration_s=60.0, window_s=1.0, last=3, n=n) == pytest.approx(expected_s)
@@ -147,7 +147,7 @@ def test_a_slow_server_gets_windows_long_enough_for_a_verdict():
     rng = np.random.default_rng(0)
     offsets = np.sort(rng.uniform(0, 60, 600))  # 10 rps for 60 s, latency steady around 100 ms
     stats = summarize(samples(rng.normal(100, 5, 600), offset_s=offsets), LoadPhase(users=1, duration=60.0))
-    assert [window.start_s for window in stats.windows[:3]] == [0.0, 5.0, 10.0]
+    assert [window.start_s for window in stats.windows[:3]] == [0.0, 6.25, 12.5]
     assert stats.stable, stats.stability
 
 
