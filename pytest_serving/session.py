@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,10 +62,12 @@ class SessionState:
 
     def print_progress(self) -> None:
         """Start printing the channel this process owns (at session start: the terminal reporter exists)."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if self._progress_file is not None and self._progress is None and reporter is not None:
+        if self._progress_file is None or self._progress is not None:
+            return
+        write_line = terminal_line_writer(self.config)
+        if write_line is not None:
             quiet = self.config.get_verbosity() < 0
-            self._progress = progress.ProgressPrinter(self._progress_file, reporter.write_line, quiet=quiet).start()
+            self._progress = progress.ProgressPrinter(self._progress_file, write_line, quiet=quiet).start()
 
     def stop_progress(self) -> None:
         """End the running suite and print what is left to print; called before the terminal summary."""
@@ -90,7 +93,7 @@ class SessionState:
         key = (target, suite_of(item))
         if self._suite is None or self._suite[0] != key:
             self.end_suite()
-            self._suite = (key, progress.begin(target, key[1]), 0)
+            self._suite = (key, progress.begin(target, f"{key[1]} tests"), 0)
         _, identity, done = self._suite
         try:
             yield
@@ -215,6 +218,33 @@ class SessionState:
 def install(config: pytest.Config, settings: Settings) -> SessionState:
     config.stash[_KEY] = SessionState(config, settings)
     return config.stash[_KEY]
+
+
+def terminal_line_writer(config: pytest.Config) -> Callable[[str], None] | None:
+    """A line writer to the terminal that works while a test runs: pytest captures file descriptor 1
+    during each test, so the printer writes to a copy of it taken while capturing is off, after a
+    newline when pytest's own line of dots is open."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return None
+    if capture is None:
+        return reporter.write_line
+    with capture.global_and_fixture_disabled():
+        sys.stdout.flush()
+        stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    writer = getattr(reporter, "_tw", None)
+    width_after_last_line = 0
+
+    def write_line(line: str) -> None:
+        nonlocal width_after_last_line
+        width = writer.width_of_current_line if writer is not None else 0
+        open_line = width > 0 and width != width_after_last_line  # pytest wrote on since our last line
+        stream.write(("\n" if open_line else "") + line + "\n")
+        stream.flush()
+        width_after_last_line = width
+
+    return write_line
 
 
 #: Markers that name a built-in suite, for progress lines.

@@ -338,7 +338,7 @@ def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tupl
         deviation = spread / mean if mean else 0.0
         findings.append(
             f"{name} {min(values):.4g}-{max(values):.4g}{unit} {'within' if agrees else 'beyond'} ±{tolerance:.0%}"
-            + ("" if agrees else f" (±{deviation:.0%})")
+            + ("" if agrees else f" (±{deviation:.1%})")
         )
     verdict = "stable" if stable else "unstable"
     return stable, f"{verdict} over the last {last} windows{length}: " + ", ".join(findings)

@@ -168,7 +168,7 @@ def test_steady_last_windows_are_stable_despite_a_slow_start():
 def test_a_latency_jump_in_the_last_window_is_unstable():
     stable, note = stability_of(window_stats([10.0, 10.0, 13.0], [100, 100, 100]), 3, 0.10)
     assert not stable
-    assert "p50 10-13 ms beyond ±10% (±18%)" in note
+    assert "p50 10-13 ms beyond ±10% (±18.2%)" in note
 
 
 def test_a_throughput_drop_is_unstable():
