@@ -180,6 +180,11 @@ class SampleRecorder:
         self._latencies.append(latency_ms)
         self._codes.append(code)
 
+    @property
+    def count(self) -> int:
+        """Measured requests recorded so far."""
+        return len(self._codes)
+
     def completed(self, offset_s: float) -> None:
         """An answer or failure arrived ``offset_s`` into the measured window."""
         self._completions.append(offset_s)
