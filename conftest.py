@@ -22,3 +22,9 @@ def shared_samples() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return SHARED_SAMPLES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: runs real processes (Locust workers, servers); slower than unit tests"
+    )

@@ -28,6 +28,9 @@ PROGRESS = "serving_progress"
 RESULTS = "serving_results"
 #: Below ZeroMQ's and msgpack's comfort, well above one request's body.
 CHUNK_BYTES = 512 * 1024
+#: A worker's exit code when the master refused it (another version) or it refused the target:
+#: restarting it cannot help, so ``pytest-serving load-worker`` stops too.
+EXIT_CODE_REFUSED = 4
 #: The only files a worker may send back, named by its share of the phase.
 RESULT_FILE = re.compile(r"(raw-(?P<raw>\d+)\.npz|answers-(?P<answers>\d+)\.json)")
 
@@ -40,9 +43,7 @@ def chunk_messages(phase_id: str, files: Mapping[str, bytes], chunk_bytes: int =
     """``files`` (name → content) as the data of consecutive messages: msgpack, zlib, cut into chunks."""
     packed = zlib.compress(msgpack.packb(dict(files), use_bin_type=True))
     pieces = [packed[start : start + chunk_bytes] for start in range(0, len(packed), chunk_bytes)] or [b""]
-    return [
-        {"phase": phase_id, "seq": seq, "total": len(pieces), "data": piece} for seq, piece in enumerate(pieces)
-    ]
+    return [{"phase": phase_id, "seq": seq, "total": len(pieces), "data": piece} for seq, piece in enumerate(pieces)]
 
 
 @dataclass

@@ -85,7 +85,9 @@ class LoadPhase:
         if (self.users is None) == (self.rate is None):
             raise ValueError("a load phase needs exactly one of users (closed loop) or rate (open loop)")
         if self.users is not None and self.users < self.process_count:
-            raise ValueError(f"users={self.users} must be at least 1 and at least one per worker ({self.process_count})")
+            raise ValueError(
+                f"users={self.users} must be at least 1 and at least one per worker ({self.process_count})"
+            )
         if self.rate is not None and not self.rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
         if self.arrival not in ARRIVALS:

@@ -188,7 +188,7 @@ def locust_commands(
     ]
 
 
-def worker_command(master_host: str, master_port: int, allow_target: bool = False) -> list[str]:
+def worker_command(master_host: str, master_port: int, allow_target: bool = False, name: str = "") -> list[str]:
     """A Locust worker of this package's locustfile attached to a master; it gets everything else from the master."""
     argv = [
         sys.executable, "-m", "locust",
@@ -198,6 +198,8 @@ def worker_command(master_host: str, master_port: int, allow_target: bool = Fals
         "--master-host", master_host,
         "--master-port", str(master_port),
     ]  # fmt: skip
+    if name:
+        argv += ["--serving-worker-name", name]
     return [*argv, "--serving-allow-remote-load"] if allow_target else argv
 
 

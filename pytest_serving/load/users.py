@@ -74,8 +74,6 @@ STOP_MARGIN_S = 0.5
 #: How often an adaptive warm-up looks at its windows.
 SETTLE_CHECK_S = 0.25
 EXIT_CODE_USER_ERROR = 3
-#: A worker the master refused (another version) or that refused the target: restarting it cannot help.
-EXIT_CODE_REFUSED = 4
 #: How often a worker tells the master how many measured requests it holds, and the master looks for lost workers.
 PROGRESS_INTERVAL_S = 0.5
 #: How long the master waits, at the start, for the hello of a worker that already connected.
@@ -249,7 +247,7 @@ class ProcessRun:
 class WorkerSide:
     """A worker's end of the channel: introduces itself, takes the plan and its share, sends its results back."""
 
-    def __init__(self, runner: WorkerRunner, allow_remote: bool) -> None:
+    def __init__(self, runner: WorkerRunner, name: str, allow_remote: bool) -> None:
         self.runner = runner
         self.allow_remote = allow_remote
         self.plan: RunPlan | None = None
@@ -258,7 +256,6 @@ class WorkerSide:
         self._incoming: channel.Reassembly | None = None
         runner.register_message(channel.PLAN, self.on_plan)
         runner.register_message(channel.REFUSED, self.on_refused)
-        name = f"{socket.gethostname()} pid {os.getpid()}"
         runner.send_message(channel.HELLO, {"name": name, "version": pytest_serving.__version__})
 
     def on_plan(self, msg, **_kwargs) -> None:
@@ -442,7 +439,9 @@ class MasterSide:
     def write_results(self) -> None:
         for files in self.results.values():
             for name, content in files.items():
-                write_atomically(Path(self.plan.out_dir) / name, lambda path, content=content: path.write_bytes(content))
+                write_atomically(
+                    Path(self.plan.out_dir) / name, lambda path, content=content: path.write_bytes(content)
+                )
         if self._reassembly.discarded:
             logger.warning("dropped %d chunk(s) of an earlier phase", self._reassembly.discarded)
 
@@ -471,6 +470,9 @@ def _add_arguments(parser) -> None:
         include_in_web_ui=False,
         help="worker: send load to a target that is not a loopback address",
     )
+    parser.add_argument(
+        "--serving-worker-name", default="", include_in_web_ui=False, help="worker: its name in the master's errors"
+    )
 
 
 def _read_plan(environment: Environment) -> RunPlan | None:
@@ -489,7 +491,9 @@ def _connect(environment: Environment, **_kwargs) -> None:
     global _worker, _master
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
-        _worker = WorkerSide(runner, allow_remote=environment.parsed_options.serving_allow_remote_load)
+        options = environment.parsed_options
+        name = options.serving_worker_name or f"{socket.gethostname()} pid {os.getpid()}"
+        _worker = WorkerSide(runner, name, allow_remote=options.serving_allow_remote_load)
     elif isinstance(runner, MasterRunner) and (plan := _read_plan(environment)) is not None:
         _master = MasterSide(runner, plan)
 
@@ -532,7 +536,7 @@ def _stop(environment: Environment, **_kwargs) -> None:
 def _exit_code(environment: Environment, **_kwargs) -> None:
     # Failed requests are results, not errors; only exceptions in the users' own code fail the process.
     if _worker is not None and _worker.refused:
-        environment.process_exit_code = EXIT_CODE_REFUSED
+        environment.process_exit_code = channel.EXIT_CODE_REFUSED
         return
     broken = environment.runner.exceptions or log.unhandled_greenlet_exception or _plan_unreadable
     if _master is not None and _master.fault is not None:

@@ -29,7 +29,10 @@ def raw_bytes(latencies: list[float], tmp_path) -> bytes:
 
 def test_files_survive_chunking_exactly(tmp_path):
     rng = np.random.default_rng(0)
-    files = {"raw-1.npz": raw_bytes(rng.exponential(20.0, 50_000).tolist(), tmp_path), "answers-1.json": b'{"answered": 3}'}
+    files = {
+        "raw-1.npz": raw_bytes(rng.exponential(20.0, 50_000).tolist(), tmp_path),
+        "answers-1.json": b'{"answered": 3}',
+    }
     messages = chunk_messages("phase-a", files, chunk_bytes=64 * 1024)
     assert len(messages) > 3
     assert sum(len(message["data"]) for message in messages) < sum(map(len, files.values()))  # compressed
