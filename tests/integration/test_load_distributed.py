@@ -1,5 +1,6 @@
 """Phases over Locust workers started by ``pytest-serving load-worker``, each in an empty directory of its own,
-against a loopback HTTP server: results arrive over Locust's channel, and a lost worker is named (about 60 s)."""
+against a loopback HTTP server: results arrive over Locust's channel; lost, missing, mismatched and refusing
+workers are named (about 60 s)."""
 
 import os
 import re
@@ -178,3 +179,12 @@ def test_a_worker_of_another_version_is_refused_on_both_sides(server_url, master
         worker.kill()
     assert worker.returncode == 4
     assert str(refused.value).splitlines()[0] in worker_log
+
+
+def test_a_worker_refuses_a_remote_target_the_master_allowed(master_bind, load_workers):
+    # .invalid never resolves: were the worker's check missing, its requests would fail to resolve, not leave.
+    worker = load_workers()
+    target = "http://load-target.invalid:8000"
+    with pytest.raises(LoadError, match="refused the phase: refusing to send load to 'load-target.invalid'"):
+        run_phase(target, [OK], phase(master_bind, users=1, remote_workers=1), allow_remote=True)
+    assert worker.wait(timeout=30) == 1  # refused: load-worker stops rather than attach again
