@@ -33,3 +33,10 @@ def test_remote_workers_their_address_and_timeout_reach_the_phase():
 def test_a_bad_value_is_a_usage_error_naming_the_option(name, value):
     with pytest.raises(pytest.UsageError, match=f"--{name}"):
         DistributedLoad.from_values({name: value})
+
+
+def test_a_bad_master_address_is_a_usage_error_before_anything_runs(pytester):
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--serving-load-remote-workers=2", "--serving-load-master-bind=ci-runner")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--serving-load-master-bind: expected HOST:PORT*'ci-runner'*"])
