@@ -55,7 +55,7 @@ from gevent.pool import Pool
 from locust import User, events, log, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import STATE_INIT, STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 import pytest_serving
 from pytest_serving.files import write_atomically
@@ -80,6 +80,9 @@ PROGRESS_INTERVAL_S = 0.5
 HELLO_WAIT_S = 3.0
 #: Beyond the phase and its last request's timeout: time for the workers' result files to arrive.
 RESULTS_MARGIN_S = 30.0
+#: A worker whose master sent no heartbeat (one a second) for this long quits, so that ``pytest-serving
+#: load-worker`` attaches a fresh worker to the next phase's master (Locust's own limit is 60 s).
+MASTER_SILENCE_S = 10.0
 
 
 class ProcessRun:
@@ -257,6 +260,18 @@ class WorkerSide:
         runner.register_message(channel.PLAN, self.on_plan)
         runner.register_message(channel.REFUSED, self.on_refused)
         runner.send_message(channel.HELLO, {"name": name, "version": pytest_serving.__version__})
+        gevent.spawn(self.watch_master).link_exception(_report_greenlet_crash)
+
+    def watch_master(self) -> None:
+        """Quit once the master fell silent: it ended (a worker that attached to a master on its way out
+        would otherwise wait a minute) or died."""
+        while True:
+            gevent.sleep(1.0)
+            last = self.runner.last_heartbeat_timestamp
+            if last is not None and time.time() - last > MASTER_SILENCE_S:
+                logger.warning("no heartbeat from the master for %g s; attaching again", MASTER_SILENCE_S)
+                self.runner.quit()
+                return
 
     def on_plan(self, msg, **_kwargs) -> None:
         if msg.data.get("seq") == 0:
@@ -328,6 +343,7 @@ class MasterSide:
         self.progress: dict[str, channel.Progress] = {}
         self.results: dict[str, dict[str, bytes]] = {}
         self.fault: str | None = None
+        self.started = False
         self._reassembly = channel.Reassembly(plan.phase_id)
         runner.register_message(channel.HELLO, self.on_hello)
         runner.register_message(channel.PROGRESS, self.on_progress)
@@ -377,7 +393,7 @@ class MasterSide:
         gevent.spawn(self.runner.quit)
 
     def check_arrived(self) -> None:
-        if self.runner.state != STATE_INIT or self.fault is not None:
+        if self.started or self.fault is not None:
             return
         options = self.runner.environment.parsed_options
         address = f"{options.master_bind_host}:{options.master_bind_port}"
@@ -390,6 +406,7 @@ class MasterSide:
 
     def start(self) -> None:
         """Give every connected worker the plan and its share of the phase, then watch them until the end."""
+        self.started = True
         clients = [client.id for client in self.runner.clients.all if client.state != STATE_MISSING]
         hello_by = time.monotonic() + HELLO_WAIT_S
         while any(client_id not in self.names for client_id in clients) and time.monotonic() < hello_by:
@@ -505,6 +522,8 @@ def _start(environment: Environment, **_kwargs) -> None:
     if isinstance(runner, WorkerRunner):
         _run = _worker.start()
         return
+    if isinstance(runner, MasterRunner) and _master is None:
+        return  # its plan was unreadable: it is quitting
     plan = _master.plan if _master is not None else _read_plan(environment)
     if plan is None:
         return
