@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import msgpack
@@ -123,9 +123,3 @@ def lost_worker_error(name: str, progress: Progress, now: float, how: str) -> st
             f"({now - progress.at:.1f} s earlier) are lost, and whatever it sent after"
         )
     return f"Locust worker {name} {how} before its samples arrived: {lost}"
-
-
-def participant_order(worker_indexes: Mapping[str, int]) -> Iterator[tuple[int, str]]:
-    """(share, client id) of the phase's workers: shares 0..N-1 in the order the master numbered them."""
-    ordered = sorted(worker_indexes, key=lambda client_id: worker_indexes[client_id])
-    return enumerate(ordered)

@@ -68,8 +68,8 @@ from pytest_serving.load.safety import UnsafeTargetError, check_load_target
 from pytest_serving.load.stats import SampleRecorder
 from pytest_serving.load.warmup import WarmupWatch
 
-# How long after the measured window closes the run is stopped, so that workers,
-# which start a few milliseconds after the master, finish their own window.
+# How long after the measured window closes a single process stops its run; a worker waits this
+# much beyond the request timeout for its last answers before it sends its samples.
 STOP_MARGIN_S = 0.5
 #: How often an adaptive warm-up looks at its windows.
 SETTLE_CHECK_S = 0.25
