@@ -131,7 +131,7 @@ def test_a_worker_lost_mid_phase_is_named_and_the_next_phase_runs(server_url, ma
     survivor, victim = load_workers(), load_workers()
 
     def kill_victim() -> None:
-        time.sleep(2.5)  # the workers' windows open up to a second after the master's: let the victim record
+        time.sleep(4.0)  # the workers' windows open up to a second after the master's: let the victim record
         kill_group(victim)
 
     with pytest.raises(LoadError) as lost:
