@@ -1,10 +1,16 @@
-"""``pytest-serving``: set-up commands for machines without a registry, cleanup, and the report check."""
+"""``pytest-serving``: set-up commands for machines without a registry, cleanup, the report check, and load workers."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from .containers.cleanup import remove_labelled
@@ -72,6 +78,46 @@ def check_rendered_report(path: Path, screenshot: Path | None) -> int:
     return 0 if check.ok else 1
 
 
+#: Pause before attaching again after a Locust worker failed (not refused), so a broken master is not hammered.
+WORKER_RESTART_PAUSE_S = 2.0
+
+
+def load_worker(master: str, allow_remote_load: bool, once: bool) -> int:
+    """Serve load phases of the master at ``master`` (HOST:PORT) until stopped: each phase's master ends
+    its workers, so a new Locust worker attaches for the next one. Runs in an empty directory of its own;
+    everything it needs (plan, requests, where to send) comes over Locust's channel."""
+    from .load.channel import EXIT_CODE_REFUSED
+    from .load.phase import split_address
+    from .load.runner import child_environment, worker_command
+
+    try:
+        host, port = split_address(master)
+    except ValueError as error:
+        print(f"--master: {error}", file=sys.stderr)
+        return 2
+    name = f"{socket.gethostname()} load-worker pid {os.getpid()}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with tempfile.TemporaryDirectory(prefix="pytest-serving-load-worker-") as cwd:
+        while True:
+            print(f"{name}: attaching to the master at {host}:{port}", flush=True)
+            process = subprocess.Popen(
+                worker_command(host, port, allow_remote_load, name), cwd=cwd, env=child_environment()
+            )
+            try:
+                code = process.wait()
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
+            if code == EXIT_CODE_REFUSED:
+                print(f"{name}: refused (see the error above); stopping", file=sys.stderr)
+                return 1
+            if once:
+                return code
+            if code != 0:
+                time.sleep(WORKER_RESTART_PAUSE_S)
+
+
 def _targets(names: list[str]) -> list[str]:
     if not names or names == ["all"]:
         return list(TARGETS)
@@ -97,7 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-report", help="check in headless Chromium that report.html shows every chart")
     check.add_argument("report", type=Path, help="the report directory (--serving-report) or its HTML file")
     check.add_argument("--screenshot", type=Path, help="where to save the full-page screenshot")
+    worker = commands.add_parser(
+        "load-worker", help="send load for a pytest-serving session's phases as a Locust worker of its master"
+    )
+    worker.add_argument(
+        "--master", required=True, help="HOST:PORT the session's master binds (--serving-load-master-bind)"
+    )
+    worker.add_argument(
+        "--allow-remote-load",
+        action="store_true",
+        help="send load to a target that is not a loopback address (one you own)",
+    )
+    worker.add_argument("--once", action="store_true", help="serve one phase, then exit with its Locust exit code")
     args = parser.parse_args(argv)
+    if args.command == "load-worker":
+        return load_worker(args.master, args.allow_remote_load, args.once)
     if args.command == "check-report":
         return check_rendered_report(args.report, args.screenshot)
     if args.command == "build-images":

@@ -138,6 +138,7 @@ def serving_load(
         endpoint=serving_deployment.endpoint,
         samples=serving_samples,
         settings=session.settings.load,
+        distributed=session.distributed_load,
         results=session.results,
         marker_options=dict(marker.kwargs) if marker else {},
         budget_tables=session.budget_tables,

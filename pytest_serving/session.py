@@ -19,6 +19,7 @@ from . import progress
 from .deployment import Deployment
 from .load.budgets import BudgetError, BudgetTable, load_budget_file, parse_budget_lines
 from .load.fixture import read_baseline
+from .load.options import DistributedLoad
 from .load.resources import lifetime_resources
 from .model.card import ModelCard
 from .release.options import ReleaseSettings
@@ -40,6 +41,8 @@ class SessionState:
         self.results = ResultsStore(report / "results.json" if report else None)
         #: Parsed here, in pytest_configure: a mistake in them is a usage error before any container starts.
         self.release = ReleaseSettings.from_config(config, settings)
+        #: Remote Locust workers for every load phase (``--serving-load-remote-workers`` and its address).
+        self.distributed_load = DistributedLoad.from_config(config)
         #: target name -> ("ran", details) or ("skipped", reason), for the terminal summary.
         self.outcomes: dict[str, tuple[str, str]] = {}
         self._samples: list[Sample] | None = None

@@ -56,6 +56,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("serving-load", "built-in load tests: smoke (default), sweep or off", default="smoke"),
     Option("serving-load-workers", "Locust worker processes per phase (0: one local process; >= 0)", default="0"),
     Option(
+        "serving-load-remote-workers",
+        "Locust workers per phase started elsewhere by `pytest-serving load-worker --master HOST:PORT` (>= 0); "
+        "they attach to the master at --serving-load-master-bind and get plan and results over Locust's channel",
+        default="0",
+    ),
+    Option(
+        "serving-load-master-bind",
+        "HOST:PORT the phase's Locust master listens on for remote workers (default 127.0.0.1:5557, loopback "
+        "only: give an address the workers reach, e.g. 0.0.0.0:5557)",
+    ),
+    Option(
+        "serving-load-worker-timeout",
+        "seconds a phase waits for its remote workers before failing with the address it waited on (> 0; default 60)",
+    ),
+    Option(
         "serving-sweep-levels",
         "load levels of a sweep: user counts, or requests/s with an open-loop --serving-sweep-arrival",
         default="10,20,30,40,50,60,70,80,90,100",

@@ -16,20 +16,21 @@ the figures, ``answers`` checks a phase's answers against the reference,
 adaptive warm-up ends.
 
 Distributed load: ``LoadPhase(workers=N)`` starts Locust's distributed mode on
-127.0.0.1 (``--master --expect-workers N`` plus N ``--worker`` processes). Workers
-on other machines attach the same way Locust's do, by running the same
-locustfile against the master::
+127.0.0.1 (``--master --expect-workers N`` plus N ``--worker`` processes);
+``LoadPhase(remote_workers=M, master_bind="HOST:PORT")`` makes the master also
+wait (``worker_timeout``) for M workers started on any machine by::
 
-    python -m locust -f pytest_serving/load/users.py --worker \\
-        --master-host <master address> --master-port <port> ClosedLoopUser  # or OpenLoopUser
+    pytest-serving load-worker --master HOST:PORT [--allow-remote-load]
 
-with the master bound to a reachable address (``--master-bind-host``) and
-expecting them (``--expect-workers``). The master forwards ``--serving-plan``
-when the run starts; each worker reads that plan and writes
-``raw-<worker index>.npz`` into the plan's ``out_dir``, so remote workers need
-the plan and that directory at the same paths (a shared file system), and the
-runner merges the raw files of all workers. ``run_phase`` itself starts only
-loopback workers.
+Master and workers share no path: ``channel`` holds what they say over
+Locust's message channel. The master sends each worker the run plan and its
+share of the phase (an open loop's schedule is split so that the shares merge
+into the arrival process asked for); each worker checks the target itself and
+sends its raw samples back, compressed and chunked, under the phase's id; the
+master writes them as ``raw-<share>.npz`` for the runner to merge. A worker
+lost mid-phase, one of another package version, or one that never came fails
+the phase with a ``LoadError`` naming it. docs/scale-out.md runs workers on
+Kubernetes.
 """
 
 from pytest_serving.load.budgets import (

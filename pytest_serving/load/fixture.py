@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from .budgets import (
     unstable_note,
     verdict,
 )
+from .options import DistributedLoad
 from .phase import LoadPhase
 from .resources import phase_resources
 from .runner import run_phase
@@ -112,6 +113,8 @@ class ServingLoad:
     strict: bool = False
     #: The current server's container state, exit code and log tail: quoted when a phase had failed requests.
     postmortem: Callable[[], str] | None = None
+    #: Remote Locust workers every phase waits for (``--serving-load-remote-workers``), unless a test says otherwise.
+    distributed: DistributedLoad = field(default_factory=DistributedLoad)
 
     def __post_init__(self) -> None:
         #: Endpoints and resource monitors by base URL: the current server and every fresh one a sweep boots.
@@ -234,10 +237,11 @@ class ServingLoad:
     def _phase(self, phase_options: dict) -> LoadPhase:
         """The phase the options ask for; in one Locust process its warm-up adapts (up to
         ``DEFAULT_MAX_WARMUP_FACTOR`` times ``warmup``) unless ``max_warmup`` says otherwise."""
-        defaults: dict[str, Any] = {"workers": self.settings.workers}
+        defaults: dict[str, Any] = {"workers": self.settings.workers, **self.distributed.phase_defaults()}
         if "rate" not in phase_options and "users" not in phase_options:
             defaults["users"] = 1
-        if phase_options.get("workers", self.settings.workers) == 0:
+        workers = {name: phase_options.get(name, defaults[name]) for name in ("workers", "remote_workers")}
+        if not any(workers.values()):
             warmup = phase_options.get("warmup", LoadPhase.warmup)
             defaults["max_warmup"] = warmup * DEFAULT_MAX_WARMUP_FACTOR
         try:

@@ -20,10 +20,14 @@ from pytest_serving.types import HttpRequest
 Arrival = Literal["poisson", "constant"]
 ARRIVALS: tuple[Arrival, ...] = ("poisson", "constant")
 
+#: Where the master listens for workers unless told otherwise (Locust's own port; loopback until asked).
+DEFAULT_MASTER_BIND = "127.0.0.1:5557"
 # Time a Locust process may take to import, connect and shut down, on top of the phase itself.
 STARTUP_MARGIN_S = 60.0
 #: Written into the run's out_dir by the controlling Locust process when the measured window opens.
 WINDOW_OPEN_FILE = "window-open"
+#: Written into the run's out_dir by the master when the phase fails for a reason it can name (a lost worker).
+FAULT_FILE = "fault"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,9 @@ class LoadPhase:
     measured. With ``max_warmup`` the warm-up goes on past ``warmup`` until its
     own windows are stable (the test below, ``load.warmup``), at most ``max_warmup``
     seconds; one Locust process decides, so it needs ``workers=0``. ``workers=0`` runs one Locust process; ``workers=N`` runs Locust's
-    distributed mode with one master and N workers. ``timeout`` bounds every
+    distributed mode with one master and N workers on 127.0.0.1. ``remote_workers=M`` makes the master
+    also wait, up to ``worker_timeout`` seconds, for M workers started elsewhere
+    (``pytest-serving load-worker --master HOST:PORT``) at ``master_bind`` (``HOST:PORT``). ``timeout`` bounds every
     Locust process (default: warmup + duration + request_timeout + a startup margin).
     Measured sends are cut into windows of at least ``window`` seconds, longer
     where needed to hold about 50 requests each (while ``stability_windows`` of
@@ -59,6 +65,9 @@ class LoadPhase:
     duration: float = 10.0
     warmup: float = 2.0
     workers: int = 0
+    remote_workers: int = 0
+    master_bind: str = DEFAULT_MASTER_BIND
+    worker_timeout: float = 60.0
     timeout: float | None = None
     request_timeout: float = 30.0
     seed: int = 0
@@ -80,8 +89,10 @@ class LoadPhase:
     def __post_init__(self) -> None:
         if (self.users is None) == (self.rate is None):
             raise ValueError("a load phase needs exactly one of users (closed loop) or rate (open loop)")
-        if self.users is not None and self.users < max(1, self.workers):
-            raise ValueError(f"users={self.users} must be at least 1 and at least workers={self.workers}")
+        if self.users is not None and self.users < self.process_count:
+            raise ValueError(
+                f"users={self.users} must be at least 1 and at least one per worker ({self.process_count})"
+            )
         if self.rate is not None and not self.rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
         if self.arrival not in ARRIVALS:
@@ -95,23 +106,27 @@ class LoadPhase:
             "spawn_rate": self.spawn_rate,
             "user_rate": self.user_rate,
             "timeout": self.timeout,
+            "worker_timeout": self.worker_timeout,
         }
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.remote_workers < 0:
+            raise ValueError(f"remote_workers must be >= 0, got {self.remote_workers}")
+        split_address(self.master_bind)
         if self.warmup < 0 or self.workers < 0 or self.late_threshold_ms < 0 or self.stability_tolerance < 0:
             raise ValueError("warmup, workers, late_threshold_ms and stability_tolerance must be >= 0")
         if self.stability_windows < 1:
             raise ValueError(f"stability_windows must be >= 1, got {self.stability_windows}")
         if self.min_requests is not None:
-            if self.min_requests < 1 or self.open_loop or self.workers:
+            if self.min_requests < 1 or self.open_loop or self.workers or self.remote_workers:
                 raise ValueError("min_requests must be >= 1, and needs a closed loop in one process (workers=0)")
             if self.max_duration is None or self.max_duration < self.duration:
                 raise ValueError(f"min_requests needs max_duration >= duration={self.duration}")
         if self.max_warmup is not None:
             if self.max_warmup < self.warmup:
                 raise ValueError(f"max_warmup={self.max_warmup} must be >= warmup={self.warmup}")
-            if self.workers:
+            if self.distributed:
                 raise ValueError("max_warmup needs workers=0: one Locust process decides when the server is warm")
 
     @property
@@ -119,9 +134,14 @@ class LoadPhase:
         return self.rate is not None
 
     @property
+    def distributed(self) -> bool:
+        """Whether the phase runs as a Locust master and workers (local, remote or both)."""
+        return self.workers + self.remote_workers > 0
+
+    @property
     def process_count(self) -> int:
         """Locust processes that send requests (the master sends none)."""
-        return max(1, self.workers)
+        return max(1, self.workers + self.remote_workers)
 
     @property
     def level_key(self) -> str:
@@ -143,10 +163,19 @@ class LoadPhase:
         """Wall-clock limit for each Locust process."""
         if self.timeout is not None:
             return self.timeout
-        return self.longest_warmup + self.longest_duration + self.request_timeout + STARTUP_MARGIN_S
+        waiting = self.worker_timeout if self.remote_workers else 0.0
+        return waiting + self.longest_warmup + self.longest_duration + self.request_timeout + STARTUP_MARGIN_S
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as (host, port); ValueError naming the address when it is not one."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port in 1..65535, got {address!r}")
+    return host.strip("[]"), int(port)
 
 
 def arrival_offsets(
@@ -185,12 +214,23 @@ class RunPlan:
     requests: tuple[HttpRequest, ...]
     out_dir: str
     keep_answers: bool = False
+    #: Names this run of the phase in every message between master and workers, so a late message
+    #: of an earlier phase is told apart and dropped.
+    phase_id: str = ""
 
     def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunPlan:
+        return cls.from_json(Path(path).read_text())
+
+    def to_json(self) -> str:
         document = {
             "phase": self.phase.to_dict(),
             "out_dir": self.out_dir,
             "keep_answers": self.keep_answers,
+            "phase_id": self.phase_id,
             "requests": [
                 {
                     "method": request.method,
@@ -201,13 +241,19 @@ class RunPlan:
                 for request in self.requests
             ],
         }
-        Path(path).write_text(json.dumps(document))
+        return json.dumps(document)
 
     @classmethod
-    def read(cls, path: str | Path) -> RunPlan:
-        document = json.loads(Path(path).read_text())
+    def from_json(cls, text: str) -> RunPlan:
+        document = json.loads(text)
         requests = tuple(
             HttpRequest(item["method"], item["path"], base64.b64decode(item["body"]), item["headers"])
             for item in document["requests"]
         )
-        return cls(LoadPhase(**document["phase"]), requests, document["out_dir"], document.get("keep_answers", False))
+        return cls(
+            LoadPhase(**document["phase"]),
+            requests,
+            document["out_dir"],
+            document.get("keep_answers", False),
+            document.get("phase_id", ""),
+        )

@@ -2,9 +2,12 @@
 
 Locust runs headless in child processes (``python -m locust -f users.py``), so
 its gevent monkey-patching never touches the pytest process. ``workers=0``
-starts one process; ``workers=N`` starts Locust's own distributed mode on
-127.0.0.1: one ``--master --expect-workers N`` and N ``--worker`` processes,
-each worker writing its raw samples for the runner to merge.
+starts one process; ``workers=N`` starts Locust's own distributed mode: one
+``--master --expect-workers N`` and N ``--worker`` processes on 127.0.0.1; with
+``remote_workers=M`` the master binds ``master_bind`` and also expects M workers
+started elsewhere (``pytest-serving load-worker``). Workers send their raw samples
+to the master over Locust's channel; the master writes them here for the runner
+to merge, or a ``fault`` file naming what went wrong, which the runner raises.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -26,7 +30,7 @@ from pathlib import Path
 import pytest_serving
 from pytest_serving import progress
 from pytest_serving.load.answers import AnswerCheck, KeptAnswers
-from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
+from pytest_serving.load.phase import FAULT_FILE, WINDOW_OPEN_FILE, LoadPhase, RunPlan, split_address
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
 from pytest_serving.types import HttpRequest
@@ -37,6 +41,8 @@ POLL_INTERVAL_S = 0.05
 TERMINATE_GRACE_S = 3.0
 # Start every process's open-loop user at once (Locust warns above 100 users/s).
 OPEN_LOOP_SPAWN_RATE = 100
+#: Bind addresses that mean "every interface": local workers reach such a master on loopback.
+ANY_ADDRESS = frozenset({"0.0.0.0", "::", "*", ""})
 
 
 class LoadError(RuntimeError):
@@ -108,11 +114,14 @@ def run_phase(
             work_dir = Path(raw_dir).resolve()
             work_dir.mkdir(parents=True, exist_ok=True)
             stale = [*work_dir.glob("raw-*.npz"), *work_dir.glob("answers-*.json"), *work_dir.glob("locust-*.log")]
-            for path in [*stale, work_dir / WINDOW_OPEN_FILE]:
+            for path in [*stale, work_dir / WINDOW_OPEN_FILE, work_dir / FAULT_FILE]:
                 path.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
-        RunPlan(phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None).write(plan_path)
-        run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s, on_window_open)
+        plan = RunPlan(phase, tuple(requests), str(work_dir), check_answers is not None, uuid.uuid4().hex)
+        plan.write(plan_path)
+        # Local workers may send wherever the check above let this phase send.
+        commands = locust_commands(base_url, phase, plan_path, allow_target=True)
+        run_processes(commands, work_dir, phase.deadline_s, on_window_open)
         raw_files = sorted(work_dir.glob("raw-*.npz"))
         if len(raw_files) != phase.process_count:
             raise LoadError(
@@ -133,8 +142,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def locust_commands(base_url: str, phase: LoadPhase, plan_path: Path) -> list[tuple[str, list[str]]]:
-    """(role, argv) of every Locust process of the phase, master first."""
+def locust_commands(
+    base_url: str, phase: LoadPhase, plan_path: Path, allow_target: bool = False
+) -> list[tuple[str, list[str]]]:
+    """(role, argv) of every Locust process of the phase, master first; local workers refuse a
+    non-loopback target unless ``allow_target``."""
     user_class = "OpenLoopUser" if phase.open_loop else "ClosedLoopUser"
     if phase.open_loop:
         # One user per process; it spawns its own greenlet per scheduled arrival.
@@ -157,21 +169,39 @@ def locust_commands(base_url: str, phase: LoadPhase, plan_path: Path) -> list[tu
         "--stop-timeout", str(math.ceil(phase.request_timeout)),
         "--exit-code-on-error", "0",
     ]  # fmt: skip
-    if phase.workers == 0:
+    if not phase.distributed:
         return [("local", [*common, *controller, user_class])]
-    port = free_port()
+    host, port = split_address(phase.master_bind) if phase.remote_workers else ("127.0.0.1", free_port())
     master = [
         *common,
         *controller,
         "--master",
-        "--master-bind-host", "127.0.0.1",
+        "--master-bind-host", host,
         "--master-bind-port", str(port),
-        "--expect-workers", str(phase.workers),
-        "--expect-workers-max-wait", str(math.ceil(phase.deadline_s)),
+        "--expect-workers", str(phase.process_count),
+        # The master names missing workers itself after worker_timeout (users.MasterSide); this is a backstop.
+        "--expect-workers-max-wait", str(math.ceil(phase.worker_timeout) + 5),
         user_class,
     ]  # fmt: skip
-    worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
-    return [("master", master)] + [(f"worker-{index}", worker) for index in range(phase.workers)]
+    return [("master", master)] + [
+        (f"worker-{index}", worker_command("127.0.0.1" if host in ANY_ADDRESS else host, port, allow_target))
+        for index in range(phase.workers)
+    ]
+
+
+def worker_command(master_host: str, master_port: int, allow_target: bool = False, name: str = "") -> list[str]:
+    """A Locust worker of this package's locustfile attached to a master; it gets everything else from the master."""
+    argv = [
+        sys.executable, "-m", "locust",
+        "-f", str(LOCUSTFILE),
+        "--loglevel", "WARNING",
+        "--worker",
+        "--master-host", master_host,
+        "--master-port", str(master_port),
+    ]  # fmt: skip
+    if name:
+        argv += ["--serving-worker-name", name]
+    return [*argv, "--serving-allow-remote-load"] if allow_target else argv
 
 
 def child_environment() -> dict[str, str]:
@@ -201,7 +231,9 @@ def run_processes(
                     argv, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
             processes.append(LocustProcess(role, popen, log_path))
-        wait_for(processes, time.monotonic() + deadline_s, work_dir / WINDOW_OPEN_FILE, on_window_open)
+        wait_for(
+            processes, time.monotonic() + deadline_s, work_dir / WINDOW_OPEN_FILE, on_window_open, work_dir / FAULT_FILE
+        )
     finally:
         for process in processes:
             process.stop()
@@ -212,11 +244,15 @@ def wait_for(
     deadline: float,
     window_open_file: Path | None = None,
     on_window_open: Callable[[], None] | None = None,
+    fault_file: Path | None = None,
 ) -> None:
+    """Until every process exited cleanly; a ``fault_file`` (the master's named failure) or a failed process raises."""
     while True:
         if on_window_open is not None and window_open_file is not None and window_open_file.exists():
             on_window_open()
             on_window_open = None
+        if fault_file is not None and fault_file.exists():
+            raise LoadError(fault_file.read_text())
         for process in processes:
             code = process.popen.poll()
             if code not in (None, 0):

@@ -184,14 +184,14 @@ class SampleRecorder:
         self._latencies.append(latency_ms)
         self._codes.append(code)
 
+    @property
+    def count(self) -> int:
+        """Measured requests recorded so far."""
+        return len(self._codes)
+
     def completed(self, offset_s: float) -> None:
         """An answer or failure arrived ``offset_s`` into the measured window."""
         self._completions.append(offset_s)
-
-    @property
-    def count(self) -> int:
-        """Measured sends so far."""
-        return len(self._offsets)
 
     def recent(self, now_s: float, span_s: float) -> dict[str, float | int | None]:
         """Progress figures of the requests sent in the last ``span_s`` before ``now_s`` (window offsets):

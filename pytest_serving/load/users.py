@@ -1,10 +1,18 @@
 """The locustfile that the runner starts in its own Locust processes.
 
 It is never imported by the pytest process (Locust monkey-patches the standard
-library with gevent on import). Each process reads the run plan named by
+library with gevent on import). A single process reads the run plan named by
 ``--serving-plan``, records every measured request itself and writes its
-samples to ``<out_dir>/raw-<worker index>.npz`` when the test stops. The master
-of a distributed run sends nothing; it only ends the run after warmup + duration.
+samples to ``<out_dir>/raw-0.npz`` when the test stops. In a distributed run
+the master (``MasterSide``) reads the plan and sends it, with each worker's
+share, over Locust's message channel (``channel``); each worker
+(``WorkerSide``) checks the target, sends its share, and sends its result
+files back the same way once its window closed; the master writes them as
+``raw-<share>.npz`` into its own out_dir and ends the run. Workers need no path
+in common with the master, so they may run anywhere
+(``pytest-serving load-worker``). A worker lost before its samples arrived,
+one of another version, or one that never came fails the phase with a
+``fault`` file naming it, which the runner raises.
 
 ``ClosedLoopUser``: one user = one connection sending back to back (or paced).
 Locust spawns the users (at the spawn rate, spread over the workers); each
@@ -32,9 +40,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import os
 import re
+import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -42,24 +55,37 @@ from gevent.pool import Pool
 from locust import User, events, log, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
+import pytest_serving
 from pytest_serving import progress
+from pytest_serving.files import write_atomically
+from pytest_serving.load import channel
 from pytest_serving.load.answers import AnswerKeeper, answers_file
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
-from pytest_serving.load.phase import WINDOW_OPEN_FILE, RunPlan, arrival_offsets
+from pytest_serving.load.phase import FAULT_FILE, WINDOW_OPEN_FILE, RunPlan, arrival_offsets
+from pytest_serving.load.safety import UnsafeTargetError, check_load_target
 from pytest_serving.load.stats import SampleRecorder
 from pytest_serving.load.warmup import WarmupWatch
 
-# How long after the measured window closes the run is stopped, so that workers,
-# which start a few milliseconds after the master, finish their own window.
+# How long after the measured window closes a single process stops its run; a worker waits this
+# much beyond the request timeout for its last answers before it sends its samples.
 STOP_MARGIN_S = 0.5
 #: How often an adaptive warm-up looks at its windows.
 SETTLE_CHECK_S = 0.25
 #: How often a sending process reports its running rate and p95 (over that span) to the session's progress.
 PROGRESS_EVERY_S = 5.0
 EXIT_CODE_USER_ERROR = 3
+#: How often a worker tells the master how many measured requests it holds, and the master looks for lost workers.
+PROGRESS_INTERVAL_S = 0.5
+#: How long the master waits, at the start, for the hello of a worker that already connected.
+HELLO_WAIT_S = 3.0
+#: Beyond the phase and its last request's timeout: time for the workers' result files to arrive.
+RESULTS_MARGIN_S = 30.0
+#: A worker whose master sent no heartbeat (one a second) for this long quits, so that ``pytest-serving
+#: load-worker`` attaches a fresh worker to the next phase's master (Locust's own limit is 60 s).
+MASTER_SILENCE_S = 10.0
 
 
 class ProcessRun:
@@ -260,8 +286,228 @@ class ProcessRun:
         self.recorder.samples(self.started_at, cpu_warning, warmup_s, self.warmup_note, measured_s).save(path)
 
 
+class WorkerSide:
+    """A worker's end of the channel: introduces itself, takes the plan and its share, sends its results back."""
+
+    def __init__(self, runner: WorkerRunner, name: str, allow_remote: bool) -> None:
+        self.runner = runner
+        self.allow_remote = allow_remote
+        self.plan: RunPlan | None = None
+        self.share = 0
+        self.refused = False
+        self._incoming: channel.Reassembly | None = None
+        runner.register_message(channel.PLAN, self.on_plan)
+        runner.register_message(channel.REFUSED, self.on_refused)
+        runner.send_message(channel.HELLO, {"name": name, "version": pytest_serving.__version__})
+        gevent.spawn(self.watch_master).link_exception(_report_greenlet_crash)
+
+    def watch_master(self) -> None:
+        """Quit once the master fell silent: it ended (a worker that attached to a master on its way out
+        would otherwise wait a minute) or died."""
+        while True:
+            gevent.sleep(1.0)
+            last = self.runner.last_heartbeat_timestamp
+            if last is not None and time.time() - last > MASTER_SILENCE_S:
+                logger.warning("no heartbeat from the master for %g s; attaching again", MASTER_SILENCE_S)
+                self.runner.quit()
+                return
+
+    def on_plan(self, msg, **_kwargs) -> None:
+        if msg.data.get("seq") == 0:
+            self._incoming = channel.Reassembly(msg.data.get("phase", ""))
+        if self._incoming is None:
+            return
+        files = self._incoming.add("the master", msg.data)
+        if files is None:
+            return
+        plan = RunPlan.from_json(files["plan.json"].decode())
+        try:
+            check_load_target(files["host"].decode(), started_by_plugin=False, allow_remote=self.allow_remote)
+        except UnsafeTargetError as error:
+            reason = f"{error} (start the worker with --allow-remote-load if you own it)"
+            self.runner.send_message(channel.REFUSED, {"phase": plan.phase_id, "reason": reason})
+            self.refuse(reason)
+            return
+        self.plan = replace(plan, out_dir=tempfile.mkdtemp(prefix="pytest-serving-worker-"))
+        self.share = int(files["share"])
+
+    def on_refused(self, msg, **_kwargs) -> None:
+        self.refuse(str(msg.data.get("reason", "refused by the master")))
+
+    def refuse(self, reason: str) -> None:
+        logger.error("pytest-serving load worker stops: %s", reason)
+        self.refused = True
+        gevent.spawn(self.runner.quit)
+
+    def start(self) -> ProcessRun | None:
+        """This worker's share of the phase, started; None (and the worker quits) without a plan."""
+        if self.plan is None:
+            logger.error("the master started the phase before its plan arrived; quitting")
+            gevent.spawn(self.runner.quit)
+            return None
+        run = ProcessRun(self.plan, process_index=self.share)
+        gevent.spawn(run.watch_timeouts).link_exception(_report_greenlet_crash)
+        if progress.current():
+            gevent.spawn(run.report_progress).link_exception(_report_greenlet_crash)
+        reporter = gevent.spawn(self.report_progress, run)
+        gevent.spawn(self.deliver, run, reporter).link_exception(_report_greenlet_crash)
+        return run
+
+    def report_progress(self, run: ProcessRun) -> None:
+        while True:
+            self.runner.send_message(channel.PROGRESS, {"phase": run.plan.phase_id, "recorded": run.recorder.count})
+            gevent.sleep(PROGRESS_INTERVAL_S)
+
+    def deliver(self, run: ProcessRun, reporter: gevent.Greenlet) -> None:
+        """Once the window closed and the users finished (or their last request timed out), send the result files."""
+        gevent.sleep(max(0.0, run.window_closes - time.perf_counter()))
+        give_up = time.perf_counter() + run.phase.request_timeout + STOP_MARGIN_S
+        while self.runner.user_count and time.perf_counter() < give_up:
+            gevent.sleep(DONE_POLL_S)
+        reporter.kill()
+        run.save(cpu_warning=self.runner.cpu_warning_emitted)
+        out_dir = Path(run.plan.out_dir)
+        files = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+        shutil.rmtree(out_dir, ignore_errors=True)
+        for data in channel.chunk_messages(run.plan.phase_id, files):
+            self.runner.send_message(channel.RESULTS, data)
+
+
+class MasterSide:
+    """The master's end of the channel: hands out the plan and shares, collects the result files, names faults."""
+
+    def __init__(self, runner: MasterRunner, plan: RunPlan) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.names: dict[str, str] = {}
+        self.shares: dict[str, int] = {}
+        self.progress: dict[str, channel.Progress] = {}
+        self.results: dict[str, dict[str, bytes]] = {}
+        self.fault: str | None = None
+        self.started = False
+        self._reassembly = channel.Reassembly(plan.phase_id)
+        runner.register_message(channel.HELLO, self.on_hello)
+        runner.register_message(channel.PROGRESS, self.on_progress)
+        runner.register_message(channel.RESULTS, self.on_results)
+        runner.register_message(channel.REFUSED, self.on_refused)
+        gevent.spawn_later(plan.phase.worker_timeout, self.check_arrived).link_exception(_report_greenlet_crash)
+
+    def name(self, client_id: str) -> str:
+        return self.names.get(client_id, client_id)
+
+    def on_hello(self, msg, **_kwargs) -> None:
+        name = str(msg.data.get("name", msg.node_id))
+        self.names[msg.node_id] = name
+        problem = channel.version_mismatch(name, str(msg.data.get("version", "")), pytest_serving.__version__)
+        if problem is not None:
+            self.runner.send_message(channel.REFUSED, {"reason": problem}, client_id=msg.node_id)
+            self.fail(problem)
+
+    def on_progress(self, msg, **_kwargs) -> None:
+        if msg.data.get("phase") == self.plan.phase_id and msg.node_id in self.shares:
+            self.progress[msg.node_id] = channel.Progress(int(msg.data["recorded"]), time.monotonic())
+
+    def on_refused(self, msg, **_kwargs) -> None:
+        if msg.data.get("phase") == self.plan.phase_id:
+            self.fail(f"Locust worker {self.name(msg.node_id)} refused the phase: {msg.data.get('reason')}")
+
+    def on_results(self, msg, **_kwargs) -> None:
+        try:
+            files = self._reassembly.add(self.name(msg.node_id), msg.data)
+            if files is None:
+                return
+            if msg.node_id not in self.shares:
+                raise channel.ChannelError(f"results from {self.name(msg.node_id)}, which has no share of this phase")
+            channel.check_result_files(files, self.shares[msg.node_id], self.name(msg.node_id))
+        except channel.ChannelError as error:
+            self.fail(str(error))
+            return
+        self.results[msg.node_id] = files
+
+    def fail(self, message: str) -> None:
+        """End the phase with ``message`` as its failure (the first one wins)."""
+        if self.fault is not None:
+            return
+        self.fault = message
+        logger.error(message)
+        write_atomically(Path(self.plan.out_dir) / FAULT_FILE, lambda path: path.write_text(message))
+        gevent.spawn(self.runner.quit)
+
+    def check_arrived(self) -> None:
+        if self.started or self.fault is not None:
+            return
+        options = self.runner.environment.parsed_options
+        address = f"{options.master_bind_host}:{options.master_bind_port}"
+        arrived = [self.name(client.id) for client in self.runner.clients.all]
+        self.fail(
+            f"waited {self.plan.phase.worker_timeout:g} s for {self.plan.phase.process_count} Locust worker(s) "
+            f"at {address}; {len(arrived)} arrived{': ' + ', '.join(arrived) if arrived else ''}. Start each with "
+            f"`pytest-serving load-worker --master <this machine's address>:{options.master_bind_port}`"
+        )
+
+    def start(self) -> None:
+        """Give every connected worker the plan and its share of the phase, then watch them until the end."""
+        self.started = True
+        clients = [client.id for client in self.runner.clients.all if client.state != STATE_MISSING]
+        hello_by = time.monotonic() + HELLO_WAIT_S
+        while any(client_id not in self.names for client_id in clients) and time.monotonic() < hello_by:
+            gevent.sleep(0.05)
+        silent = [client_id for client_id in clients if client_id not in self.names]
+        if silent:
+            self.fail(f"Locust worker(s) {', '.join(silent)} never said hello: not pytest-serving load workers")
+            return
+        expected = self.plan.phase.process_count
+        if len(clients) != expected:
+            self.fail(f"expected {expected} Locust worker(s), {len(clients)} connected: {self.roll(clients)}")
+            return
+        host = self.runner.environment.host or ""
+        plan_json = self.plan.to_json().encode()
+        for share, client_id in enumerate(sorted(clients, key=self.runner.get_worker_index)):
+            self.shares[client_id] = share
+            files = {"plan.json": plan_json, "share": str(share).encode(), "host": host.encode()}
+            for data in channel.chunk_messages(self.plan.phase_id, files):
+                self.runner.send_message(channel.PLAN, data, client_id=client_id)
+        gevent.spawn(self.watch).link_exception(_report_greenlet_crash)
+
+    def roll(self, client_ids: list[str]) -> str:
+        return ", ".join(self.name(client_id) for client_id in client_ids)
+
+    def watch(self) -> None:
+        """Until every share's results are in: fail on a lost worker or at the deadline; then write them and quit."""
+        phase = self.plan.phase
+        deadline = time.monotonic() + phase.warmup + phase.duration + phase.request_timeout + RESULTS_MARGIN_S
+        while self.fault is None:
+            waiting = [client_id for client_id in self.shares if client_id not in self.results]
+            if not waiting:
+                self.write_results()
+                self.runner.quit()
+                return
+            for client_id in waiting:
+                client = self.runner.clients.get(client_id)
+                if client is None or client.state == STATE_MISSING:
+                    how = "quit" if client is None else "stopped answering (disconnected or died)"
+                    progress = self.progress.get(client_id, channel.Progress())
+                    self.fail(channel.lost_worker_error(self.name(client_id), progress, time.monotonic(), how))
+                    return
+            if time.monotonic() > deadline:
+                self.fail(f"no samples from Locust worker(s) {self.roll(waiting)} by the phase's deadline")
+                return
+            gevent.sleep(PROGRESS_INTERVAL_S / 5)
+
+    def write_results(self) -> None:
+        for files in self.results.values():
+            for name, content in files.items():
+                write_atomically(
+                    Path(self.plan.out_dir) / name, lambda path, content=content: path.write_bytes(content)
+                )
+        if self._reassembly.discarded:
+            logger.warning("dropped %d chunk(s) of an earlier phase", self._reassembly.discarded)
+
+
 _run: ProcessRun | None = None
 _plan_unreadable = False
+_worker: WorkerSide | None = None
+_master: MasterSide | None = None
 # A crash in a send or watchdog greenlet would go unnoticed; this logs it and fails the process.
 logger = logging.getLogger(__name__)
 _report_greenlet_crash = log.greenlet_exception_logger(logger)
@@ -276,46 +522,89 @@ def current_run() -> ProcessRun:
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser) -> None:
     parser.add_argument("--serving-plan", default="", include_in_web_ui=False, help="pytest-serving run plan (JSON)")
+    parser.add_argument(
+        "--serving-allow-remote-load",
+        action="store_true",
+        include_in_web_ui=False,
+        help="worker: send load to a target that is not a loopback address",
+    )
+    parser.add_argument(
+        "--serving-worker-name", default="", include_in_web_ui=False, help="worker: its name in the master's errors"
+    )
+
+
+def _read_plan(environment: Environment) -> RunPlan | None:
+    global _plan_unreadable
+    try:
+        return RunPlan.read(environment.parsed_options.serving_plan)
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.exception("pytest-serving cannot read its run plan; quitting")
+        _plan_unreadable = True
+        gevent.spawn(environment.runner.quit)
+        return None
+
+
+@events.init.add_listener
+def _connect(environment: Environment, **_kwargs) -> None:
+    global _worker, _master
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        options = environment.parsed_options
+        name = options.serving_worker_name or f"{socket.gethostname()} pid {os.getpid()}"
+        _worker = WorkerSide(runner, name, allow_remote=options.serving_allow_remote_load)
+    elif isinstance(runner, MasterRunner) and (plan := _read_plan(environment)) is not None:
+        _master = MasterSide(runner, plan)
 
 
 @events.test_start.add_listener
 def _start(environment: Environment, **_kwargs) -> None:
-    global _run, _plan_unreadable
+    global _run
     runner = environment.runner
-    try:
-        plan = RunPlan.read(environment.parsed_options.serving_plan)
-    except (OSError, ValueError, KeyError, TypeError):
-        logger.exception("pytest-serving cannot read its run plan; quitting")
-        _plan_unreadable = True
-        gevent.spawn(runner.quit)
+    if isinstance(runner, WorkerRunner):
+        _run = _worker.start()
         return
-    _run = ProcessRun(plan, process_index=runner.worker_index if isinstance(runner, WorkerRunner) else 0)
-    if not isinstance(runner, MasterRunner):
-        gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
-        if progress.current():
-            gevent.spawn(_run.report_progress).link_exception(_report_greenlet_crash)
-    if not isinstance(runner, WorkerRunner):
-        phase = plan.phase
-        _run.schedule_quit(runner, phase.longest_warmup + phase.duration + STOP_MARGIN_S)
-        if _run.warmup_watch is not None:
-            gevent.spawn(_run.settle, runner).link_exception(_report_greenlet_crash)
-        if phase.min_requests is not None:
-            gevent.spawn(_run.measure_enough, runner).link_exception(_report_greenlet_crash)
-        else:
-            # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
-            gevent.spawn_later(phase.warmup, (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch)
+    if isinstance(runner, MasterRunner) and _master is None:
+        return  # its plan was unreadable: it is quitting
+    plan = _master.plan if _master is not None else _read_plan(environment)
+    if plan is None:
+        return
+    # Tells the runner when to scrape the server's metrics, so warm-up stays out of them.
+    window_open = (Path(plan.out_dir) / WINDOW_OPEN_FILE).touch
+    if isinstance(runner, MasterRunner):
+        # The master quits once every worker's results are in (MasterSide.watch).
+        _master.start()
+        gevent.spawn_later(plan.phase.warmup, window_open)
+        return
+    _run = ProcessRun(plan, process_index=0)
+    gevent.spawn(_run.watch_timeouts).link_exception(_report_greenlet_crash)
+    if progress.current():
+        gevent.spawn(_run.report_progress).link_exception(_report_greenlet_crash)
+    phase = plan.phase
+    _run.schedule_quit(runner, phase.longest_warmup + phase.duration + STOP_MARGIN_S)
+    if _run.warmup_watch is not None:
+        gevent.spawn(_run.settle, runner).link_exception(_report_greenlet_crash)
+    else:
+        gevent.spawn_later(phase.warmup, window_open)
+    if phase.min_requests is not None:
+        gevent.spawn(_run.measure_enough, runner).link_exception(_report_greenlet_crash)
 
 
 @events.test_stop.add_listener
 def _stop(environment: Environment, **_kwargs) -> None:
-    if _run is not None and not isinstance(environment.runner, MasterRunner):
+    # A worker sends its results over the channel (WorkerSide.deliver); the master writes them.
+    if _run is not None and not isinstance(environment.runner, WorkerRunner):
         _run.save(cpu_warning=environment.runner.cpu_warning_emitted)
 
 
 @events.quitting.add_listener
 def _exit_code(environment: Environment, **_kwargs) -> None:
     # Failed requests are results, not errors; only exceptions in the users' own code fail the process.
+    if _worker is not None and _worker.refused:
+        environment.process_exit_code = channel.EXIT_CODE_REFUSED
+        return
     broken = environment.runner.exceptions or log.unhandled_greenlet_exception or _plan_unreadable
+    if _master is not None and _master.fault is not None:
+        broken = True
     environment.process_exit_code = EXIT_CODE_USER_ERROR if broken else 0
 
 

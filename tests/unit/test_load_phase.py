@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pytest_serving.load.phase import LoadPhase, RunPlan, arrival_offsets
+from pytest_serving.load.phase import LoadPhase, RunPlan, arrival_offsets, split_address
 from pytest_serving.protocols.base import HttpRequest
 
 
@@ -94,3 +94,40 @@ def test_a_growing_window_extends_the_deadline():
     phase = LoadPhase(users=2, duration=10.0, min_requests=100, max_duration=40.0)
     assert phase.longest_duration == 40.0
     assert phase.deadline_s == LoadPhase(users=2, duration=40.0).deadline_s
+
+
+def test_merged_poisson_shares_are_the_poisson_stream_asked_for():
+    shares = [arrival_offsets(300.0, "poisson", 60.0, seed=4, process_index=i, process_count=3) for i in range(3)]
+    merged = np.sort(np.concatenate(shares))
+    assert merged.size == pytest.approx(18_000, rel=0.03)
+    gaps = np.diff(merged)
+    assert gaps.mean() == pytest.approx(1 / 300.0, rel=0.03)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)  # still exponential gaps, not 3 interleaved
+
+
+def test_remote_workers_count_as_processes_and_need_a_share_each():
+    phase = LoadPhase(rate=30.0, workers=1, remote_workers=2)
+    assert phase.distributed and phase.process_count == 3
+    assert LoadPhase(users=3, remote_workers=3).process_count == 3
+    with pytest.raises(ValueError, match="one per worker"):
+        LoadPhase(users=2, remote_workers=3)
+    with pytest.raises(ValueError, match="max_warmup"):
+        LoadPhase(users=2, remote_workers=1, max_warmup=10)
+    assert LoadPhase(users=1, remote_workers=1, worker_timeout=30).deadline_s > LoadPhase(users=1).deadline_s + 29
+
+
+@pytest.mark.parametrize("address", ["5557", "host:", ":5557", "host:0", "host:70000", "host:port"])
+def test_master_bind_must_be_host_and_port(address):
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        LoadPhase(users=1, remote_workers=1, master_bind=address)
+
+
+def test_master_bind_splits_v4_names_and_v6():
+    assert split_address("0.0.0.0:5557") == ("0.0.0.0", 5557)
+    assert split_address("ci-runner.internal:6000") == ("ci-runner.internal", 6000)
+    assert split_address("[::]:5557") == ("::", 5557)
+
+
+def test_run_plan_travels_as_json_with_its_phase_id():
+    plan = RunPlan(LoadPhase(users=2, remote_workers=2), (HttpRequest("GET", "/"),), "/nowhere", True, "abc123")
+    assert RunPlan.from_json(plan.to_json()) == plan
