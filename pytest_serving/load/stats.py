@@ -311,18 +311,19 @@ def stability_of(windows: Sequence[Window], last: int, tolerance: float) -> tupl
     """Whether the last ``last`` windows agree, and why: perf_analyzer's test (consecutive windows within
     a tolerance of their mean) on each window's median latency and answer rate. The median, not the p95:
     a p95 of 50 requests is their third-slowest answer, which moves by tens of percent between windows
-    of a steady server. Windows of fewer than ``MIN_WINDOW_REQUESTS`` requests are not judged: too small
-    a window is the phase's choice, not the server's instability (stable, with a "not judged" note)."""
+    of a steady server. Windows that hold fewer than ``MIN_WINDOW_REQUESTS`` requests on average are not
+    judged: too small a window is the phase's choice, not the server's instability (stable, with a "not
+    judged" note); one window below it among larger ones is the server slowing down, and is judged."""
     if len(windows) < last:
         return False, f"unstable: {len(windows)} full windows, {last} needed"
     tail = windows[-last:]
     if any(window.p50_ms is None for window in tail):
         return False, f"unstable: a window among the last {last} has no successful request"
     length = f" of {tail[1].start_s - tail[0].start_s:.3g} s" if last > 1 else ""
-    few = min(window.n for window in tail)
-    if few < MIN_WINDOW_REQUESTS:
+    held = sum(window.n for window in tail) / last
+    if held < MIN_WINDOW_REQUESTS:
         return True, (
-            f"not judged: only {few} requests in a window of the last {last}{length} "
+            f"not judged: only {held:.0f} requests a window over the last {last}{length} "
             f"({MIN_WINDOW_REQUESTS} needed to compare medians and rates): lengthen the phase to judge it"
         )
     findings = []

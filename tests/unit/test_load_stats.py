@@ -129,7 +129,13 @@ def test_windows_too_small_to_judge_are_not_called_unstable():
     """A window too small to judge is the phase's choice, not the server's instability."""
     stable, note = stability_of(window_stats([10.0, 10.0, 30.0], [20, 20, 20]), 3, 0.10)
     assert stable
-    assert note.startswith("not judged: only 20 requests in a window of the last 3 of 1 s")
+    assert note.startswith("not judged: only 20 requests a window over the last 3 of 1 s")
+
+
+def test_one_window_thinned_by_a_slower_server_is_judged():
+    stable, note = stability_of(window_stats([10.0, 10.0, 10.0], [80, 80, 45]), 3, 0.10)
+    assert not stable
+    assert "rps 45-80 beyond" in note
 
 
 def test_a_tail_latency_that_moves_leaves_a_steady_median_stable():
