@@ -413,7 +413,10 @@ def summarize(samples: RawSamples, phase: LoadPhase, **configuration: object) ->
     duration = samples.measured_s or phase.duration
     window_s = stability_window_s(duration, phase.window, phase.stability_windows, n)
     windows = windows_of(samples, duration, window_s)
-    stable, stability = stability_of(windows, phase.stability_windows, phase.stability_tolerance)
+    # Stability compares the phase's consecutive parts, each as long as it can be (perf_analyzer's windows
+    # are 5 s): short windows of a steady server differ by the machine's own hiccups.
+    parts = windows_of(samples, duration, duration / phase.stability_windows)
+    stable, stability = stability_of(parts, phase.stability_windows, phase.stability_tolerance)
     return PhaseStats(
         level=phase.level_key,
         configuration={**phase.to_dict(), **configuration},
