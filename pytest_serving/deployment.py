@@ -21,10 +21,11 @@ from .correctness import same_top1
 from .image_selection import choose_image
 from .model.card import ModelCard
 from .protocols.client import ClassifierClient
+from .protocols.endpoint import Endpoint
 from .settings import Settings
 from .targets import TARGETS
 from .targets.base import ServingTarget, TargetOptions
-from .types import Endpoint, Prediction, ProtocolError
+from .types import Prediction, ProtocolError
 
 #: The embedded default model repository (one folder per target): inside the package when installed
 #: from a wheel, beside it in a checkout or an editable install.

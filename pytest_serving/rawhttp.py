@@ -55,7 +55,7 @@ def encode_request(request: HttpRequest, authority: str, path_prefix: str = "") 
 class SocketAddress:
     """Where a base URL's requests go on the wire: host, port, TLS or not, and the bytes of each request.
 
-    Not ``types.Endpoint`` (a deployed model's URLs and protocols): this is one socket's destination."""
+    Not ``protocols.endpoint.Endpoint`` (a deployed model's URLs and protocols): this is one socket's destination."""
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)

@@ -13,7 +13,8 @@ import requests
 from ..images.recipe import OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..protocols.base import Protocol
-from ..types import Endpoint, Option
+from ..protocols.endpoint import Endpoint
+from ..types import Option
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard

@@ -43,8 +43,9 @@ from ..images.recipe import OfflineImage
 from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
+from ..protocols.endpoint import Endpoint
 from ..protocols.torchserve import TorchServeProtocol
-from ..types import Endpoint, ProtocolError
+from ..types import ProtocolError
 from .base import JVM_MEMORY_SWING_MB, ServingTarget, probe
 
 MMS_VERSION = "1.1.11"
