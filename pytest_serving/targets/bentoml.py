@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
@@ -34,7 +34,7 @@ SERVICE = "service:ImageClassifier"
 BENTOML_OFFLINE_IMAGE = OfflineImage(
     tag=f"pytest-serving/bentoml:{BENTOML_VERSION}-cpu",
     # numpy, Pillow and onnxruntime as on the host that computes the reference, so both decode alike.
-    wheels=(f"bentoml=={BENTOML_VERSION}", "numpy==2.4.6", "pillow==13.0.0", "onnxruntime==1.32.0"),
+    wheels=(f"bentoml=={BENTOML_VERSION}", "numpy==2.4.6", "pillow==13.0.0", ONNXRUNTIME),
     dockerfile_steps="""
 ENV BENTOML_DO_NOT_TRACK=true
 RUN python3 -c 'import bentoml, numpy, PIL, onnxruntime' && bentoml --version

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
@@ -48,7 +48,7 @@ MLSERVER_OFFLINE_IMAGE = OfflineImage(
         "uvloop==0.21.0",
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "onnxruntime==1.32.0",
+        ONNXRUNTIME,
     ),
     dockerfile_steps="""
 RUN python3 -c 'import mlserver, numpy, PIL, onnxruntime' && mlserver --help > /dev/null

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from ..files import build_atomically
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
@@ -99,7 +99,7 @@ TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
         # The same versions as the in-process reference, so both sides decode and infer alike.
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "onnxruntime==1.31.1",
+        ONNXRUNTIME,
         # TorchServe's worker imports torch whatever the handler runs. The CPU build: pip on the host must find it (a find-links folder holding the wheel,
         # or https://download.pytorch.org/whl/cpu as an extra index); PyPI has no +cpu builds.
         "torch==2.13.0+cpu",
