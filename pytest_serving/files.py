@@ -36,7 +36,9 @@ def write_atomically(dest: Path, write: Callable[[Path], None], *, fsync: bool =
         raise
 
 
-def build_atomically(dest: Path, build: Callable[[Path], Path], *, done: Callable[[Path], bool] = lambda _: False) -> Path:
+def build_atomically(
+    dest: Path, build: Callable[[Path], Path], *, done: Callable[[Path], bool] = lambda _: False
+) -> Path:
     """Build ``dest`` (a file or a folder) in a scratch folder beside it, then rename it into place.
 
     ``build`` gets the empty scratch folder and returns what it built inside it; that is made world-readable
