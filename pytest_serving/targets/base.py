@@ -177,6 +177,17 @@ class ServingTarget(ABC):
         return {"ready": self.is_ready(endpoint, session)}
 
 
+def uvicorn_chunk_overflow_deviation(server: str) -> dict[str, str]:
+    """The known deviation of servers behind uvicorn (measured on BentoML 1.4 and MLServer 1.7): a chunk size beyond
+    2**64 is neither answered nor refused; the server stays alive and answers the next request."""
+    return {
+        "chunk-size-overflow": (
+            f"{server} (uvicorn) waits for the body of a chunk whose size is beyond 2**64 "
+            "instead of refusing it: no answer within 15 s (the connection stays open)"
+        )
+    }
+
+
 def probe(
     session: requests.Session, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
 ) -> requests.Response | None:
