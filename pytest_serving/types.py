@@ -1,4 +1,4 @@
-"""Value types shared across the package: requests, predictions and options.
+"""Value types shared across the package: requests, predictions, resource readings and options.
 
 This module imports nothing of the package, so every other module may import it without
 making a cycle (targets, protocols, metrics, load and model all speak these types). A ready server's
@@ -39,6 +39,16 @@ class Prediction:
     @property
     def top1(self) -> int:
         return self.classes[0]
+
+
+@dataclass(frozen=True)
+class ResourceSample:
+    """One reading of a container: wall-clock time (epoch s), memory in use (MB, page cache excluded)
+    and CPU used since the previous reading (cores)."""
+
+    at: float
+    memory_mb: float
+    cpu: float
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import docker
 import requests
+
+from ..types import ResourceSample
 
 INTERVAL_S = 0.5
 #: Readings kept per container: a day at INTERVAL_S, so a long session's memory stays bounded.
 MAX_SAMPLES = 172_800
 MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ResourceSample:
-    """One reading of a container: wall-clock time (epoch s), memory in use (MB, page cache excluded)
-    and CPU used since the previous reading (cores)."""
-
-    at: float
-    memory_mb: float
-    cpu: float
 
 
 def memory_in_use_mb(stats: Mapping) -> float | None:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
-from pytest_serving.containers.resources import ResourceSample
+from pytest_serving.types import ResourceSample
 from pytest_serving.verdicts.stats import student_t_quantile
 
 #: Memory growth a steady soak phase may show by default (``--serving-soak``), MB per 1000 requests.
