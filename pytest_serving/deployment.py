@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,13 +16,15 @@ from .containers.docker_env import docker_unavailable_reason
 from .containers.resources import ResourceMonitor
 from .containers.server import ServerStartError, ServingContainer, running_server
 from .correctness import same_top1
+from .files import build_atomically
 from .image_selection import choose_image
 from .model.card import ModelCard
 from .protocols.client import ClassifierClient
+from .protocols.endpoint import Endpoint
 from .settings import Settings
 from .targets import TARGETS
 from .targets.base import ServingTarget, TargetOptions
-from .types import Endpoint, Prediction, ProtocolError
+from .types import Prediction, ProtocolError
 
 #: The embedded default model repository (one folder per target): inside the package when installed
 #: from a wheel, beside it in a checkout or an editable install.
@@ -204,21 +204,18 @@ def built_deployment(target: ServingTarget, sources: Path, candidate: ModelCard 
     dest = cache_root() / "deployments" / f"{target.name}-{names}-{digest.hexdigest()[:16]}"
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".tmp-{dest.name}-") as scratch:
-        built = Path(scratch) / "repo"
+
+    def build(scratch: Path) -> Path:
+        built = scratch / "repo"
         built.mkdir()
         if candidate is None:
             target.build_deployment(sources, built)
         else:
             target.build_release_deployment(sources, built, candidate)
-        built.chmod(0o755)
-        try:
-            os.replace(built, dest)
-        except OSError:
-            if not dest.is_dir():  # another session renamed its identical build first
-                raise
-    return dest
+        return built
+
+    # A finished folder is another session's identical build: keep it.
+    return build_atomically(dest, build, done=Path.is_dir)
 
 
 def _await_external(target: ServingTarget, endpoint: Endpoint, settings: Settings) -> Endpoint:

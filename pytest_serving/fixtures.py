@@ -11,13 +11,14 @@ from .containers.resources import ResourceMonitor
 from .deployment import Deployment, KnownAnswer, Unavailable, deploy
 from .load.fixture import ServingLoad
 from .protocols.client import ClassifierClient
+from .protocols.endpoint import Endpoint
 from .release.side_by_side import CANDIDATE, CURRENT, ReleaseGate, Version
 from .report.results import ResultsStore
 from .samples import Sample
 from .session import SessionState, state
 from .settings import Settings
 from .targets.base import ServingTarget
-from .types import Endpoint, Prediction
+from .types import Prediction
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,14 @@
-"""Value types shared across the package: requests, predictions and ready endpoints.
+"""Value types shared across the package: requests, predictions, resource readings and options.
 
 This module imports nothing of the package, so every other module may import it without
-making a cycle (targets, protocols, metrics, load and model all speak these types).
+making a cycle (targets, protocols, metrics, load and model all speak these types). A ready server's
+``Endpoint`` holds its protocol, so it lives with the protocols (``protocols.endpoint``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # annotation only: protocols import this module, never the other way round
-    from .protocols.base import Protocol
 
 
 class ProtocolError(Exception):
@@ -46,24 +42,13 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """A ready server: one base URL per port role (``http``, ``grpc``, ``metrics``…), and how to talk to it."""
+class ResourceSample:
+    """One reading of a container: wall-clock time (epoch s), memory in use (MB, page cache excluded)
+    and CPU used since the previous reading (cores)."""
 
-    target: str
-    urls: dict[str, str]
-    image: str
-    started_by_plugin: bool
-    model_name: str = ""
-    protocol: Protocol | None = None
-    server_version: str = "unknown"
-    headers: dict[str, str] = field(default_factory=dict)
-    #: Reads a file inside the server's container (keys servers write at start); None when the
-    #: plugin did not start the server.
-    read_file: Callable[[str], bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self.urls["http"]
+    at: float
+    memory_mb: float
+    cpu: float
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import docker
 import requests
 
-from ..load.resources import ResourceSample
+from ..types import ResourceSample
 
 INTERVAL_S = 0.5
 #: Readings kept per container: a day at INTERVAL_S, so a long session's memory stays bounded.

@@ -14,8 +14,8 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.exceptions import ContainerStartException
 
 from .. import progress
+from ..protocols.endpoint import Endpoint
 from ..targets.base import ServingTarget
-from ..types import Endpoint
 from .cleanup import install_handlers, remove_instance
 from .labels import container_labels
 from .resources import ResourceMonitor

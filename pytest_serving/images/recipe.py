@@ -19,6 +19,10 @@ PROJECT = "pytest-serving"
 WHEELS_URL_ARG = "WHEELS_URL"
 #: Folder of the build context whose tree is copied onto the image's root.
 ROOTFS = "rootfs"
+#: The one onnxruntime every image runs a model card's ONNX with: the version the host's in-process reference
+#: uses (pyproject's lower bound aside), so server and reference infer alike. An image's tag does not name it:
+#: after changing it, rebuild the images (``pytest-serving build-images --rebuild NAME...``).
+ONNXRUNTIME = "onnxruntime==1.32.0"
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from .. import progress
+from ..containers.resources import ResourceMonitor
 from ..correctness import MAX_CROSS_TARGET_PROBABILITY_DIFFERENCE
 from ..metrics import (
     PhaseServerMetrics,
@@ -28,11 +29,12 @@ from ..metrics import (
     metrics_page,
     scraped_around,
 )
+from ..protocols.endpoint import Endpoint
 from ..report.results import ResultsStore
 from ..samples import Sample
 from ..settings import LoadSettings
 from ..targets.base import MEMORY_SWING_MB
-from ..types import Endpoint, HttpRequest, Prediction
+from ..types import HttpRequest, Prediction
 from ..verdicts.verdict import INCONCLUSIVE, Finding, InconclusiveComparison, gate_failures, overall
 from .answers import AnswerCheck, KeptAnswers, check_answers
 from .budgets import (
@@ -57,9 +59,6 @@ from .safety import UnsafeTargetError, check_load_target
 from .stats import PhaseStats, stability_window_s
 from .sweep import SweepLevel, SweepResult, run_sweep
 from .warmup import DEFAULT_MAX_WARMUP_FACTOR
-
-if TYPE_CHECKING:  # annotations only: containers import load's value types, so load must not import containers
-    from ..containers.resources import ResourceMonitor
 
 PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
 SWEEP_FIELDS = frozenset({"levels", "scenario", "repeats"})

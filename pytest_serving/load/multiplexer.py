@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 
 from gevent.monkey import get_original
 
-from pytest_serving.load.connection import RECEIVE_SIZE, AnswerReader, Endpoint, ProtocolError, RemoteDisconnected
+from pytest_serving.rawhttp import RECEIVE_SIZE, AnswerReader, RemoteDisconnected, SocketAddress, WireError
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLL_FAILED = select.EPOLLERR | select.EPOLLHUP
@@ -131,7 +131,7 @@ class Multiplexer:
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: SocketAddress,
         timeout: float,
         on_answer: OnAnswer,
         on_body: OnBody | None = None,
@@ -323,7 +323,7 @@ class Multiplexer:
             return
         try:
             complete = flow.reader.feed(data) if data else flow.reader.feed_eof()
-        except (ProtocolError, RemoteDisconnected) as error:
+        except (WireError, RemoteDisconnected) as error:
             self._fail(flow, error)
             return
         if complete:
@@ -355,7 +355,7 @@ class Multiplexer:
         found = self._answer_tag.search(flow.reader.body, 0, TAG_SEARCH_BYTES)
         return found.group(1).decode("utf-8", "replace") if found else ""
 
-    def _fail(self, flow: Flow, error: OSError | ProtocolError | str) -> None:
+    def _fail(self, flow: Flow, error: OSError | WireError | str) -> None:
         stale = (
             isinstance(error, STALE_CONNECTION_ERRORS)
             and flow.answered_on_socket > 0

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
+from pytest_serving.types import ResourceSample
 from pytest_serving.verdicts.stats import student_t_quantile
 
 #: Memory growth a steady soak phase may show by default (``--serving-soak``), MB per 1000 requests.
@@ -30,16 +31,6 @@ MIN_FIT_SAMPLES = 3
 #: Every phase fails when its whole growth interval, at this confidence, lies above the growth budget
 #: (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``): a leak that a short phase already shows beyond doubt.
 GROWTH_CONFIDENCE = 0.99
-
-
-@dataclass(frozen=True)
-class ResourceSample:
-    """One reading of a container: wall-clock time (epoch s), memory in use (MB, page cache excluded)
-    and CPU used since the previous reading (cores)."""
-
-    at: float
-    memory_mb: float
-    cpu: float
 
 
 @dataclass(frozen=True)

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+from pytest_serving.rawhttp import is_loopback_host
 
 
 class UnsafeTargetError(ValueError):
     """Load was aimed at a host that is neither loopback nor started by the plugin."""
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address (127.0.0.0/8, ::1, IPv4-mapped loopback); no DNS lookup."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def check_load_target(url: str, started_by_plugin: bool, allow_remote: bool) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from ..types import Endpoint
+from ..protocols.endpoint import Endpoint
 from .prometheus import Exposition, MetricsFormatError, parse_exposition
 
 SCRAPE_TIMEOUT_S = 5.0

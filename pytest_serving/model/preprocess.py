@@ -13,6 +13,7 @@ import io
 import json
 import os
 import warnings
+from http import HTTPStatus
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +39,8 @@ DEFAULT_SPEC: Mapping = {
 RESIZE_SHORTER_SIDE = DEFAULT_SPEC["preprocess"]["resize_shorter"]
 CROP_SIZE = DEFAULT_SPEC["input"]["size"]
 TOP_K = 5
+#: Content type of the handlers' answers (``Classifier.answer_batch``).
+JSON = "application/json"
 # Refuse before decoding pixels: a small file can declare enormous dimensions (a decompression bomb).
 MAX_PIXELS = 40_000_000
 # 10000x1 images would be resized to millions of pixels on the long side.
@@ -206,6 +209,37 @@ class Classifier:
             for row, (index, _) in enumerate(valid):
                 results[index] = {"classes": classes[row].tolist(), "probabilities": top[row].tolist()}
         return results
+
+    def answer_batch(self, data: Sequence[Mapping], context, extra: Mapping | None = None) -> list[str]:
+        """One JSON answer per request of a TorchServe or MMS batch (their handlers get the same ``data`` and
+        ``context``): the top-k with ``extra`` fields, or that request's own HTTP 400 (no usable image) or 500,
+        with a body shaped like those servers' own errors, so one bad image never fails its batch mates."""
+        files: list[bytes | None] = []
+        for request in data:
+            image = request.get("data", request.get("body"))
+            files.append(bytes(image) if isinstance(image, (bytes, bytearray)) else None)
+        answers = self.classify([file or b"" for file in files])
+        responses = []
+        for index, (file, answer) in enumerate(zip(files, answers)):
+            if file is None:
+                message = f"expected the image file as the request body, got {type(data[index].get('body')).__name__}"
+                responses.append(_error_answer(context, index, 400, "InvalidImage", message))
+            elif isinstance(answer, InvalidImage):
+                responses.append(_error_answer(context, index, 400, "InvalidImage", str(answer)))
+            elif isinstance(answer, Exception):
+                message = f"cannot classify the image: {type(answer).__name__}: {answer}"
+                responses.append(_error_answer(context, index, 500, "InternalServerException", message))
+            else:
+                context.set_response_content_type(index, JSON)
+                responses.append(json.dumps({**answer, **(extra or {})}))
+        return responses
+
+
+def _error_answer(context, index: int, code: int, kind: str, message: str) -> str:
+    # The standard reason phrase: the message, which may hold anything, goes in the body.
+    context.set_response_status(code, HTTPStatus(code).phrase, idx=index)
+    context.set_response_content_type(index, JSON)
+    return json.dumps({"code": code, "type": kind, "message": message})
 
 
 def _default_threads() -> int:

@@ -24,9 +24,6 @@ There is no bytes-input signature on purpose: decoding and resizing inside the g
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ import tensorflow as tf
 import torch
 from torch import nn
 
+from pytest_serving.files import build_atomically
 from pytest_serving.model.registry import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, get_model
 
 #: Bump when this module changes what it writes, so existing SavedModels are rebuilt.
@@ -173,16 +171,16 @@ def export_saved_model(dest: Path, model_name: str = DEFAULT_MODEL, weights: Pat
     if _has_stamp(dest, stamp):
         return dest
     module = port_efficientnet_lite(get_model(model_name).load(weights).module)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-", suffix=f"-{dest.name}"))
-    try:
-        tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.serve})
-        (staging / STAMP_NAME).write_text(stamp)
-        _make_readable(staging)
-        _replace_folder(staging, dest, stamp)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+
+    def save(scratch: Path) -> Path:
+        folder = scratch / "saved_model"
+        folder.mkdir()
+        tf.saved_model.save(module, str(folder), signatures={SIGNATURE: module.serve})
+        (folder / STAMP_NAME).write_text(stamp)
+        _make_readable(folder)
+        return folder
+
+    return build_atomically(dest, save, done=lambda folder: _has_stamp(folder, stamp))
 
 
 def _stamp(model_name: str, weights: Path | None) -> str:
@@ -203,23 +201,6 @@ def _has_stamp(folder: Path, stamp: str) -> bool:
 
 
 def _make_readable(folder: Path) -> None:
-    """mkdtemp makes owner-only folders; servers in containers may run as another user."""
+    """Servers in containers may run as another user than the one exporting."""
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-
-
-def _replace_folder(staging: Path, dest: Path, stamp: str) -> None:
-    """Move ``staging`` to ``dest``, replacing an outdated ``dest``; another writer's equal result wins."""
-    if dest.exists():
-        retired = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-old-", suffix=f"-{dest.name}"))
-        try:
-            os.replace(dest, retired / dest.name)
-        except FileNotFoundError:
-            pass  # another writer moved it first
-        shutil.rmtree(retired, ignore_errors=True)
-    try:
-        os.replace(staging, dest)
-    except OSError:
-        # A concurrent writer created dest in between: keep theirs if it is what we would write.
-        if not _has_stamp(dest, stamp):
-            raise

@@ -25,6 +25,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ..protocols.base import Protocol
+from ..rawhttp import RECEIVE_SIZE, AnswerReader, RemoteDisconnected, WireError, encode_head, is_loopback_host
 from ..types import HttpRequest
 from .outcome import Aftermath, Answer, Outcome, case_record, message_tail, verdict
 
@@ -75,7 +76,7 @@ class Wire:
         valid: Callable[[], Answer],
     ) -> Wire:
         parts = urlsplit(base_url)
-        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        if not parts.hostname or not is_loopback_host(parts.hostname):
             raise ValueError(f"hostile cases go to loopback servers only, not {base_url}")
         return cls(parts.hostname, parts.port or 80, request, dict(headers), protocol, valid)
 
@@ -87,8 +88,7 @@ class Wire:
         headers = {"Host": f"{self.host}:{self.port}", **self.headers, **self.request.headers, **(extra or {})}
         headers.update(framing if framing is not None else {"Content-Length": str(len(self.request.body))})
         headers = {name: value for name, value in headers.items() if name.lower() != without.lower()}
-        lines = [f"{self.request.method} {self.request.path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return encode_head(self.request.method, self.request.path, headers)
 
     def connect(self, timeout: float = ANSWER_TIMEOUT_S) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout=timeout)
@@ -132,28 +132,24 @@ def exchange(wire: Wire, data: bytes, timeout: float = ANSWER_TIMEOUT_S) -> Answ
 
 
 def read_answer(sock: socket.socket, start: float, timeout: float) -> Answer:
-    """One HTTP/1.1 response from ``sock``, bounded by ``timeout`` from ``start``."""
-    buffer = b""
+    """One HTTP/1.x answer from ``sock``, bounded by ``timeout`` from ``start``; its status once its head is in."""
+    reader = AnswerReader()
+    reader.start(keep_body=True)
     deadline = start + timeout
     try:
-        while b"\r\n\r\n" not in buffer:
-            chunk = _recv(sock, deadline)
+        while not reader.feed(chunk := _recv(sock, deadline)):
             if not chunk:
-                return _closed(start, buffer)
-            buffer += chunk
-        head, _, body = buffer.partition(b"\r\n\r\n")
-        status = parse_status(head)
-        length = content_length(head)
-        while length is not None and len(body) < length:
-            chunk = _recv(sock, deadline)
-            if not chunk:
+                reader.feed_eof()
                 break
-            body += chunk
-        return Answer(status, body, _ms_since(start))
     except TimeoutError:
-        return Answer(None, buffer, _ms_since(start), f"no answer within {timeout:.0f} s")
-    except ConnectionResetError:
-        return _closed(start, buffer)
+        if not reader.status:
+            return Answer(None, b"", _ms_since(start), f"no answer within {timeout:.0f} s")
+    except (RemoteDisconnected, ConnectionResetError):
+        if not reader.status:
+            return _closed(start, reader.received)
+    except WireError as error:
+        return Answer(None, b"", _ms_since(start), f"not an HTTP/1.x answer: {error}")
+    return Answer(reader.status, bytes(reader.body), _ms_since(start))
 
 
 def _recv(sock: socket.socket, deadline: float) -> bytes:
@@ -161,28 +157,12 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
     if remaining <= 0:
         raise TimeoutError
     sock.settimeout(remaining)
-    return sock.recv(65536)
+    return sock.recv(RECEIVE_SIZE)
 
 
-def _closed(start: float, partial: bytes) -> Answer:
-    detail = CLOSED if not partial else f"{CLOSED} (after {len(partial)} bytes of a head: {partial[:80]!r})"
+def _closed(start: float, received: int) -> Answer:
+    detail = CLOSED if not received else f"{CLOSED} (after {received} bytes of a head)"
     return Answer(None, b"", _ms_since(start), detail)
-
-
-def parse_status(head: bytes) -> int | None:
-    """The status code of an HTTP/1.x status line, None when the head is not one."""
-    parts = head.split(b"\r\n", 1)[0].split()
-    if len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return int(value.strip())
-    return None
 
 
 def _ms_since(start: float) -> float:

@@ -27,11 +27,13 @@ from pytest_serving.model.card import ModelCard
 from pytest_serving.model.preprocess import InvalidImage
 from pytest_serving.protocols.base import HttpRequest, Prediction, Protocol, ProtocolError
 from pytest_serving.protocols.client import ClassifierClient
+from pytest_serving.report.results import ResultsStore
 from pytest_serving.robustness import Case, catalogue, hostile
 from pytest_serving.robustness.outcome import (
     POISON_EVERY,
     Aftermath,
     Answer,
+    CaseOutcome,
     Classification,
     PlannedRequest,
     ServerDeviation,
@@ -252,11 +254,7 @@ def test_case(
         classification,
         deviations,
     )
-    serving_results.set(("targets", serving_endpoint.target, "robustness", case.name), outcome.record())
-    if outcome.outcome == "deviation":
-        raise ServerDeviation(outcome.message())
-    if outcome.outcome == "fail":
-        pytest.fail(outcome.message(), pytrace=False)
+    report_outcome(serving_results, serving_endpoint.target, case.name, outcome)
 
 
 def test_hostile(
@@ -303,7 +301,14 @@ def test_hostile(
             finally:
                 watch.close()
                 client.close()
-    serving_results.set(("targets", endpoint.target, "robustness", case.name), outcome.record())
+    report_outcome(serving_results, endpoint.target, case.name, outcome)
+
+
+def report_outcome(
+    results: ResultsStore, target: str, case_name: str, outcome: CaseOutcome | hostile.HostileOutcome
+) -> None:
+    """Record a robustness case's outcome and end its test the way the outcome says."""
+    results.set(("targets", target, "robustness", case_name), outcome.record())
     if outcome.outcome == "deviation":
         raise ServerDeviation(outcome.message())
     if outcome.outcome == "fail":

@@ -13,7 +13,8 @@ import requests
 from ..images.recipe import OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..protocols.base import Protocol
-from ..types import Endpoint, Option
+from ..protocols.endpoint import Endpoint
+from ..types import Option
 
 if TYPE_CHECKING:
     from ..model.card import ModelCard
@@ -174,6 +175,17 @@ class ServingTarget(ABC):
         so that a crashed and silently restarted worker shows as a change; never counters.
         """
         return {"ready": self.is_ready(endpoint, session)}
+
+
+def uvicorn_chunk_overflow_deviation(server: str) -> dict[str, str]:
+    """The known deviation of servers behind uvicorn (measured on BentoML 1.4 and MLServer 1.7): a chunk size beyond
+    2**64 is neither answered nor refused; the server stays alive and answers the next request."""
+    return {
+        "chunk-size-overflow": (
+            f"{server} (uvicorn) waits for the body of a chunk whose size is beyond 2**64 "
+            "instead of refusing it: no answer within 15 s (the connection stays open)"
+        )
+    }
 
 
 def probe(

@@ -20,12 +20,12 @@ from typing import ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
 from ..protocols.bentoml import BentoMLProtocol
-from .base import Endpoint, ServingTarget, probe
+from .base import Endpoint, ServingTarget, probe, uvicorn_chunk_overflow_deviation
 
 BENTOML_VERSION = "1.4.40"
 SERVICE_FILE = "service.py"
@@ -34,7 +34,7 @@ SERVICE = "service:ImageClassifier"
 BENTOML_OFFLINE_IMAGE = OfflineImage(
     tag=f"pytest-serving/bentoml:{BENTOML_VERSION}-cpu",
     # numpy, Pillow and onnxruntime as on the host that computes the reference, so both decode alike.
-    wheels=(f"bentoml=={BENTOML_VERSION}", "numpy==2.4.6", "pillow==13.0.0", "onnxruntime==1.32.0"),
+    wheels=(f"bentoml=={BENTOML_VERSION}", "numpy==2.4.6", "pillow==13.0.0", ONNXRUNTIME),
     dockerfile_steps="""
 ENV BENTOML_DO_NOT_TRACK=true
 RUN python3 -c 'import bentoml, numpy, PIL, onnxruntime' && bentoml --version
@@ -50,14 +50,8 @@ class BentoML(ServingTarget):
     offline_image = BENTOML_OFFLINE_IMAGE
     ports: ClassVar[dict[str, int]] = {"http": 3000}
     model_repo_folder = "bentoml"
-    #: Measured: the server neither answers nor closes; it stays alive and answers the next request.
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
-        "1.4": {
-            "chunk-size-overflow": (
-                "BentoML 1.4.40's HTTP server (uvicorn) waits for the body of a chunk whose size is beyond 2**64 "
-                "instead of refusing it: no answer within 15 s (the connection stays open)"
-            )
-        }
+        "1.4": uvicorn_chunk_overflow_deviation("BentoML 1.4.40's HTTP server")
     }
     #: The HTTP middleware's histogram: the whole time BentoML spent on a request (body read,
     #: root-input file, decode, inference, response); it does not split out a queue.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
@@ -47,7 +47,7 @@ KSERVE_OFFLINE_IMAGE = OfflineImage(
     # "-ort": onnxruntime runs the card's ONNX (images before model cards ran a TF SavedModel).
     tag=f"pytest-serving/kserve:{KSERVE_VERSION}-ort-cpu",
     # numpy and Pillow as on the host that computes the in-process reference, so both decode alike.
-    wheels=(f"kserve=={KSERVE_VERSION}", "onnxruntime==1.31.1", "numpy==2.4.6", "pillow==13.0.0"),
+    wheels=(f"kserve=={KSERVE_VERSION}", ONNXRUNTIME, "numpy==2.4.6", "pillow==13.0.0"),
     dockerfile_steps="""
 RUN python3 -c 'import kserve, onnxruntime, PIL'
 WORKDIR /models

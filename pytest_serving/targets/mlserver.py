@@ -26,12 +26,12 @@ from typing import ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import copy_preprocess, write_card_files
 from ..protocols.base import Protocol
 from ..protocols.v2 import V2JsonProtocol
-from .base import Endpoint, ServingTarget, v2_ready, v2_server_version
+from .base import Endpoint, ServingTarget, uvicorn_chunk_overflow_deviation, v2_ready, v2_server_version
 
 MLSERVER_VERSION = "1.7.1"
 RUNTIME = "runtime.py"
@@ -48,7 +48,7 @@ MLSERVER_OFFLINE_IMAGE = OfflineImage(
         "uvloop==0.21.0",
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "onnxruntime==1.32.0",
+        ONNXRUNTIME,
     ),
     dockerfile_steps="""
 RUN python3 -c 'import mlserver, numpy, PIL, onnxruntime' && mlserver --help > /dev/null
@@ -64,14 +64,8 @@ class MLServer(ServingTarget):
     offline_image = MLSERVER_OFFLINE_IMAGE
     ports: ClassVar[dict[str, int]] = {"http": 8080, "grpc": 8081, "metrics": 8082}
     model_repo_folder = "mlserver"
-    #: Measured: the server neither answers nor closes; it stays alive and answers the next request.
     known_deviations: ClassVar[Mapping[str, Mapping[str, str]]] = {
-        "1.7": {
-            "chunk-size-overflow": (
-                "MLServer 1.7.1's REST server (uvicorn) waits for the body of a chunk whose size is beyond 2**64 "
-                "instead of refusing it: no answer within 15 s (the connection stays open)"
-            )
-        }
+        "1.7": uvicorn_chunk_overflow_deviation("MLServer 1.7.1's REST server")
     }
     #: MLServer's per-model summary of the time in the runtime's ``predict`` (base64 decode,
     #: image decode, preprocessing, inference), and the REST layer's histogram of whole requests

@@ -39,12 +39,13 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from PIL import Image
 
-from ..images.recipe import OfflineImage
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
 from ..protocols.base import Protocol
+from ..protocols.endpoint import Endpoint
 from ..protocols.torchserve import TorchServeProtocol
-from ..types import Endpoint, ProtocolError
+from ..types import ProtocolError
 from .base import JVM_MEMORY_SWING_MB, ServingTarget, probe
 
 MMS_VERSION = "1.1.11"
@@ -70,7 +71,7 @@ MMS_OFFLINE_IMAGE = OfflineImage(
         # The same versions as the in-process reference, so both sides decode and infer alike.
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "onnxruntime==1.32.0",
+        ONNXRUNTIME,
     ),
     dockerfile_steps=f"""
 RUN useradd --create-home --uid 1000 model-server \\

@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -41,7 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from ..images.recipe import OfflineImage
+from ..files import build_atomically
+from ..images.recipe import ONNXRUNTIME, OfflineImage
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import SERVING_PREPROCESS, write_card_files
 from ..model.preprocess import CARD_FILE, MODEL_FILE
@@ -76,7 +76,6 @@ MANAGEMENT_URL_ENV = "PYTEST_SERVING_TORCHSERVE_MANAGEMENT_URL"
 HANDLER = "handler.py"
 MODEL_CONFIG = "model-config.yaml"
 SERVER_CONFIG = "config.properties"
-ARCHIVE_MODE = 0o644
 #: The body of ``TorchServe._drain``'s request: no image, so the handler answers it without running the model.
 DRAIN_BODY = b"pytest-serving: drain the old version"
 
@@ -100,7 +99,7 @@ TORCHSERVE_OFFLINE_IMAGE = OfflineImage(
         # The same versions as the in-process reference, so both sides decode and infer alike.
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "onnxruntime==1.31.1",
+        ONNXRUNTIME,
         # TorchServe's worker imports torch whatever the handler runs. The CPU build: pip on the host must find it (a find-links folder holding the wheel,
         # or https://download.pytorch.org/whl/cpu as an extra index); PyPI has no +cpu builds.
         "torch==2.13.0+cpu",
@@ -402,8 +401,9 @@ def build_model_archive(
             f"torch-model-archiver is not installed: pip install torch-model-archiver=={TORCHSERVE_VERSION} "
             "(part of pytest-serving[model])"
         )
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".tmp-archive-") as scratch:
-        files = write_card_files(card, Path(scratch) / "files")
+
+    def archive_into(scratch: Path) -> Path:
+        files = write_card_files(card, scratch / "files")
         command = [
             sys.executable,
             "-m",
@@ -421,18 +421,17 @@ def build_model_archive(
             "--config-file",
             str(sources / MODEL_CONFIG),
             "--export-path",
-            scratch,
+            str(scratch),
             "--force",
         ]
         # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps
         # concurrent builds (pytest-xdist workers) out of each other's way.
         result = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "TMPDIR": scratch}, check=False
+            command, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)}, check=False
         )
-        built = Path(scratch) / f"{model_name}.mar"
+        built = scratch / f"{model_name}.mar"
         if result.returncode != 0 or not built.is_file():
             raise ModelArchiveError(f"torch-model-archiver failed (exit {result.returncode}): {result.stderr[-2000:]}")
-        built.chmod(ARCHIVE_MODE)
-        path = dest / (archive or f"{card.name}.mar")
-        os.replace(built, path)
-    return path
+        return built
+
+    return build_atomically(dest / (archive or f"{card.name}.mar"), archive_into)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import requests
 
-from ..images.recipe import OfflineImage, WheelFiles
+from ..images.recipe import ONNXRUNTIME, OfflineImage, WheelFiles
 from ..metrics.server import ServerMetricsSpec
 from ..model.deploy_files import write_card_files
 from ..model.preprocess import MODEL_FILE
@@ -59,7 +59,7 @@ TRITON_OFFLINE_IMAGE = OfflineImage(
     # Pillow and onnxruntime as in the in-process reference, so both sides decode and infer alike.
     # numpy stays 1.x: this stub's pybind11 reads numpy 2's dtypes wrongly (BYTES inputs arrive
     # as the first byte repeated, and the stub dies).
-    wheels=("numpy==1.26.4", "pillow==13.0.0", "onnxruntime==1.31.1"),
+    wheels=("numpy==1.26.4", "pillow==13.0.0", ONNXRUNTIME),
     python_version=_PYTHON,
     wheel_files=(
         WheelFiles(

@@ -20,11 +20,21 @@ from pytest_serving.targets.base import TargetOptions
 
 #: Plants one bug: (handler path inside the target's deployment sources, regex, re.sub replacement).
 Bug = tuple[str, str, str]
+#: The line of TorchServe's handler that answers a batch (``serving_preprocess.Classifier.answer_batch``):
+#: the spot where the bugs that change a batch's answers go.
+TORCHSERVE_ANSWERS = '        return self.classifier.answer_batch(data, context, {"model_version": self.version})\n'
 
 
 def literal(handler: str, text: str, replacement: str) -> Bug:
     """A bug that replaces ``text`` as it is (no regex, no group references)."""
     return handler, re.escape(text), replacement.replace("\\", "\\\\")
+
+
+def after_torchserve_answers(change: str) -> Bug:
+    """A bug in TorchServe's handler: ``change`` (lines at the handler's indent) runs on the batch's JSON answers,
+    ``responses``, before they are returned."""
+    computed = TORCHSERVE_ANSWERS.replace("return self.", "responses = self.")
+    return literal("handler.py", TORCHSERVE_ANSWERS, computed + change + "        return responses\n")
 
 
 def plant(folder: Path, handler: str, pattern: str, replacement: str) -> None:

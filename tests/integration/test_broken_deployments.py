@@ -24,11 +24,11 @@ HANDLERS = {"triton": "model.py", "torchserve": "handler.py"}
 HALVED_PROBABILITIES: dict[str, Bug] = {
     # The tensor of probabilities the python backend answers with, halved.
     "triton": (HANDLERS["triton"], r'pb_utils\.Tensor\("PROBABILITIES", ', 'pb_utils.Tensor("PROBABILITIES", 0.5 * '),
-    # The per-request JSON answer's probabilities, halved.
-    "torchserve": (
-        HANDLERS["torchserve"],
-        r"json\.dumps\(\{\*\*answer, ",
-        'json.dumps({**answer, "probabilities": [0.5 * p for p in answer["probabilities"]], ',
+    # The per-request JSON answer's probabilities, halved (error answers have none).
+    "torchserve": broken.after_torchserve_answers(
+        "        answers = [__import__('json').loads(response) for response in responses]\n"
+        "        responses = [__import__('json').dumps({**answer, 'probabilities': [0.5 * p for p in answer['probabilities']]})"
+        " if 'probabilities' in answer else response for answer, response in zip(answers, responses)]\n"
     ),
 }
 #: The python-backend stub exits (as a segfaulting native library would make it) when a request holds a PNG.

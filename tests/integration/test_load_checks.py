@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from broken import Bug, deployment_copy, literal
+from broken import Bug, after_torchserve_answers, deployment_copy, literal
 
 MODEL = "efficientnet_lite0"
 TARGETS = ["triton", "torchserve"]
@@ -24,10 +24,8 @@ SWAP_BIG_BATCHES: dict[str, Bug] = {
         "        return responses\n",
         "        if len(requests) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
     ),
-    "torchserve": literal(
-        "handler.py",
-        "        return responses\n",
-        "        if len(responses) >= 3:\n            responses = responses[1:] + responses[:1]\n        return responses\n",
+    "torchserve": after_torchserve_answers(
+        "        if len(responses) >= 3:\n            responses = responses[1:] + responses[:1]\n"
     ),
 }
 #: 2 MB kept for every request the model executes (bytes filled, so the pages are really used).
@@ -40,10 +38,8 @@ LEAK_2MB_PER_REQUEST: dict[str, Bug] = {
             '        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in requests)\n'
         ),
     ),
-    "torchserve": literal(
-        "handler.py",
-        "        responses = []\n",
-        '        responses = []\n        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in data)\n',
+    "torchserve": after_torchserve_answers(
+        '        self.__dict__.setdefault("leaked", []).extend(b"x" * 2**21 for _ in data)\n'
     ),
 }
 #: Seconds of soak: enough requests that the good handler's figure is a slope, not an allocator step

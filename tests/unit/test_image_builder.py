@@ -11,7 +11,15 @@ import pytest
 from pytest_serving.cache import cache_root
 from pytest_serving.images import builder
 from pytest_serving.images.builder import ImageBuildError, debian_mirror, extract_wheel_files
-from pytest_serving.images.recipe import BASE_IMAGE, OfflineImage, WheelFiles, install_spec, render_dockerfile
+from pytest_serving.images.recipe import (
+    BASE_IMAGE,
+    ONNXRUNTIME,
+    OfflineImage,
+    WheelFiles,
+    install_spec,
+    render_dockerfile,
+)
+from pytest_serving.targets import TARGETS
 from pytest_serving.targets.triton import TRITON_OFFLINE_IMAGE
 
 
@@ -194,3 +202,12 @@ def test_cache_root_follows_the_environment(tmp_path: Path, monkeypatch: pytest.
     assert cache_root() == tmp_path
     monkeypatch.delenv("PYTEST_SERVING_CACHE")
     assert cache_root() == Path.home() / ".cache" / "pytest-serving"
+
+
+def test_every_image_runs_the_one_onnxruntime():
+    pins = {
+        name: [wheel for wheel in target.offline_image.wheels if wheel.startswith("onnxruntime")]
+        for name, target in TARGETS.items()
+        if target.offline_image is not None and any("onnxruntime" in wheel for wheel in target.offline_image.wheels)
+    }
+    assert len(pins) >= 6 and all(wheels == [ONNXRUNTIME] for wheels in pins.values()), pins

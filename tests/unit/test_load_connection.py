@@ -14,16 +14,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from pytest_serving.load.connection import (
-    AnswerReader,
-    Endpoint,
-    KeepAliveConnection,
-    ProtocolError,
-    RemoteDisconnected,
-    encode_request,
-)
+from pytest_serving.load.connection import KeepAliveConnection
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule
 from pytest_serving.protocols.base import HttpRequest
+from pytest_serving.rawhttp import AnswerReader, RemoteDisconnected, SocketAddress, WireError, encode_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 CLOSE = object()  # in a script: close the connection now, without waiting for another request
@@ -94,7 +88,7 @@ def read_request(connection: socket.socket) -> bytes | None:
 @contextmanager
 def serving(*scripts: list) -> Iterator[tuple[ScriptedServer, KeepAliveConnection]]:
     server = ScriptedServer(list(scripts))
-    connection = KeepAliveConnection(Endpoint(server.url), timeout=2.0)
+    connection = KeepAliveConnection(SocketAddress(server.url), timeout=2.0)
     try:
         yield server, connection
     finally:
@@ -165,22 +159,22 @@ def test_first_request_on_a_connection_is_never_retried():
 
 def test_garbage_answer_is_a_protocol_error():
     with serving([b"SSH-2.0-OpenSSH\r\n\r\n"]) as (_, connection):
-        assert connection.send(GET) == "ProtocolError"
+        assert connection.send(GET) == "WireError"
 
 
 def test_bad_content_length_is_a_protocol_error():
     with serving([b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n"]) as (_, connection):
-        assert connection.send(GET) == "ProtocolError"
+        assert connection.send(GET) == "WireError"
 
 
 def test_watchdog_aborts_an_overdue_exchange_as_a_timeout():
     server = ScriptedServer([[OK]])
-    idle = KeepAliveConnection(Endpoint(server.url), timeout=0.2)
+    idle = KeepAliveConnection(SocketAddress(server.url), timeout=0.2)
     assert idle.send(GET) == 200
     assert not idle.expire_if_overdue(time.perf_counter() + 10)  # between requests: nothing to abort
     idle.close()
     server_then_silent = ScriptedServer([[]])
-    connection = KeepAliveConnection(Endpoint(server_then_silent.url), timeout=0.2)
+    connection = KeepAliveConnection(SocketAddress(server_then_silent.url), timeout=0.2)
     expired: list[bool] = []
 
     def watchdog() -> None:
@@ -202,13 +196,13 @@ def test_watchdog_aborts_an_overdue_exchange_as_a_timeout():
 def test_refused_connection_names_the_error():
     with socket.create_server(("127.0.0.1", 0)) as placeholder:
         port = placeholder.getsockname()[1]
-    connection = KeepAliveConnection(Endpoint(f"http://127.0.0.1:{port}"), timeout=1.0)
+    connection = KeepAliveConnection(SocketAddress(f"http://127.0.0.1:{port}"), timeout=1.0)
     assert connection.send(GET) == "ConnectionRefusedError"
 
 
 def test_encoded_request_has_host_length_prefix_and_headers():
     request = HttpRequest("POST", "/v2/models/m/infer", b"\x00\x01", {"Content-Type": "application/octet-stream"})
-    endpoint = Endpoint("http://127.0.0.1:8080/base/")
+    endpoint = SocketAddress("http://127.0.0.1:8080/base/")
     assert endpoint.encode(request) == (
         b"POST /base/v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: 2\r\n"
         b"Content-Type: application/octet-stream\r\n\r\n\x00\x01"
@@ -223,7 +217,7 @@ def test_encoded_request_keeps_the_callers_host_and_length():
 @pytest.mark.parametrize("url", ["ftp://host/", "127.0.0.1:80", "http:///path"])
 def test_endpoint_refuses_what_is_not_an_http_url(url):
     with pytest.raises(ValueError, match="not an http"):
-        Endpoint(url)
+        SocketAddress(url)
 
 
 # The answer reader alone: every answer must be read the same whole and one byte at a time.
@@ -285,7 +279,7 @@ def test_reader_eof_before_the_end_is_a_disconnect(received, message):
     ids=["not http", "bad status", "negative length", "bad chunk size", "chunk too long", "endless head"],
 )
 def test_reader_refuses_malformed_answers(answer):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(WireError):
         AnswerReader().feed(answer)
 
 
@@ -300,7 +294,7 @@ def run_flows(server_url: str, flows: list[Flow], timeout: float = 2.0) -> list[
         assert started < ended <= time.perf_counter()
         answers.append((started, outcome))
 
-    multiplexer = Multiplexer(Endpoint(server_url), timeout, on_answer)
+    multiplexer = Multiplexer(SocketAddress(server_url), timeout, on_answer)
     for flow in flows:
         multiplexer.add(flow)
     multiplexer.run(time.perf_counter())
@@ -362,7 +356,7 @@ def test_multiplexer_failures_are_named_and_the_flow_goes_on():
     )
     answers = run_flows(server.url, [flow(3)])
     server.thread.join(5)
-    assert [outcome for _, outcome in answers] == ["ProtocolError", "RemoteDisconnected", 200]
+    assert [outcome for _, outcome in answers] == ["WireError", "RemoteDisconnected", 200]
 
 
 def test_multiplexer_times_out_a_silent_server():
@@ -384,7 +378,7 @@ def test_flow_added_while_the_loop_waits_starts_at_once():
     server = ScriptedServer([[OK], [OK]])
     answers: list[tuple[float, int | str]] = []
     multiplexer = Multiplexer(
-        Endpoint(server.url), 30.0, lambda started, outcome, ended, tag: answers.append((started, outcome))
+        SocketAddress(server.url), 30.0, lambda started, outcome, ended, tag: answers.append((started, outcome))
     )
     multiplexer.add(flow(1))
     late = flow(1)
@@ -404,7 +398,7 @@ def test_multiplexer_tags_each_answer_with_what_its_body_names():
     server = ScriptedServer([[versioned(b"1"), versioned(b"2"), OK]])
     tags: list[tuple[int | str, str]] = []
     multiplexer = Multiplexer(
-        Endpoint(server.url),
+        SocketAddress(server.url),
         5.0,
         lambda started, outcome, ended, tag: tags.append((outcome, tag)),
         answer_tag=re.compile(rb'"model_version":"([^"]*)"'),
@@ -416,7 +410,7 @@ def test_multiplexer_tags_each_answer_with_what_its_body_names():
 
 def test_multiplexer_refuses_tls():
     with pytest.raises(ValueError, match="plain HTTP"):
-        Multiplexer(Endpoint("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended, tag: None)
+        Multiplexer(SocketAddress("https://127.0.0.1:1"), 1.0, lambda started, outcome, ended, tag: None)
 
 
 # The open loop's schedule on the multiplexer.
@@ -431,7 +425,7 @@ def run_schedule(server_url: str, offsets_s: list[float], max_in_flight: int = 8
     due_times = [start + offset for offset in offsets_s]
     schedule = Schedule(due_times, itertools.repeat(GET), max_in_flight, late_s, late.append, dropped.append)
     multiplexer = Multiplexer(
-        Endpoint(server_url),
+        SocketAddress(server_url),
         5.0,
         lambda started, outcome, ended, tag: answers.append(((ended - started) * 1000, outcome)),
     )
@@ -505,7 +499,7 @@ def test_multiplexer_hands_each_answer_body_with_the_request_it_answers():
     server = ScriptedServer([[OK, chunked]])
     bodies: list[tuple[bytes, int, bytes]] = []
     multiplexer = Multiplexer(
-        Endpoint(server.url), 2.0, lambda started, outcome, ended, tag: None, lambda *answer: bodies.append(answer)
+        SocketAddress(server.url), 2.0, lambda started, outcome, ended, tag: None, lambda *answer: bodies.append(answer)
     )
     multiplexer.add(Flow(iter([first, second]), time.perf_counter() + 30, 0.0))
     multiplexer.run(time.perf_counter())

@@ -17,9 +17,9 @@ from pytest_serving.metrics import (
     parse_exposition,
     scraped_around,
 )
+from pytest_serving.protocols.endpoint import Endpoint
 from pytest_serving.targets.torchserve import TorchServe
 from pytest_serving.targets.triton import Triton
-from pytest_serving.types import Endpoint
 
 TRITON_METRICS = Triton.server_metrics
 TORCHSERVE_METRICS = TorchServe.server_metrics

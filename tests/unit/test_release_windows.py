@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pytest_serving.protocols.endpoint import Endpoint
 from pytest_serving.release import side_by_side
 from pytest_serving.release.options import ReleaseSettings
 from pytest_serving.release.side_by_side import (
@@ -19,7 +20,6 @@ from pytest_serving.release.side_by_side import (
     measure_until_decided,
     next_pairs,
 )
-from pytest_serving.types import Endpoint
 from pytest_serving.verdicts.verdict import ReleaseLimits
 
 

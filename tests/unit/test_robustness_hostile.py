@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import threading
+import time
 import zlib
 
 import pytest
@@ -30,10 +31,22 @@ def wire(valid=lambda: Answer(200, b"", 1.0)) -> Wire:
     return Wire.of("http://127.0.0.1:8000", REQUEST, {"Authorization": "Bearer k"}, V2, valid)
 
 
-def test_status_and_length_of_a_raw_head():
-    head = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 12\r\nX: y"
-    assert hostile.parse_status(head) == 431 and hostile.content_length(head) == 12
-    assert hostile.parse_status(b"garbage") is None and hostile.content_length(b"HTTP/1.1 200 OK") is None
+@pytest.mark.parametrize(
+    ("sent", "status", "body", "error"),
+    [
+        (b"HTTP/1.1 431 Too Large\r\nContent-Length: 12\r\nX: y\r\n\r\nheader large", 431, b"header large", ""),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\nhead", 400, b"head", ""),
+        (b"garbage\r\n\r\n", None, b"", "not an HTTP/1.x answer"),
+        (b"HTTP/1.1 4", None, b"", CLOSED + " (after 10 bytes of a head)"),
+    ],
+)
+def test_an_answer_is_read_as_far_as_it_came_before_the_server_closed(sent, status, body, error):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(sent)
+        theirs.close()
+        answer = hostile.read_answer(ours, time.perf_counter(), 5)
+    assert (answer.status, answer.body) == (status, body) and answer.transport_error.startswith(error)
 
 
 def test_a_wire_goes_to_loopback_only():

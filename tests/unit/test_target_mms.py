@@ -5,12 +5,12 @@ import shlex
 
 import pytest
 
+from pytest_serving.protocols.endpoint import Endpoint
 from pytest_serving.robustness import catalogue
 from pytest_serving.robustness.catalogue import UNKNOWN_VERSION_NAME
 from pytest_serving.targets import TARGETS
 from pytest_serving.targets.base import TargetOptions
 from pytest_serving.targets.mms import MODEL_FILES, MultiModelServer, canary_image, management_url, ready_workers
-from pytest_serving.types import Endpoint
 
 
 def describe(*statuses: str, min_workers: int = 1) -> bytes:
