@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from pytest_serving.load.interleave import WindowSchedule
 from pytest_serving.types import HttpRequest
 
 Arrival = Literal["poisson", "constant"]
@@ -164,18 +165,21 @@ def arrival_offsets(
 @dataclass(frozen=True)
 class RunPlan:
     """Everything a Locust process needs: the phase, the requests to cycle through, where to write samples,
-    and whether to keep the answers' bodies for the answer checks (``load.answers``)."""
+    whether to keep the answers' bodies for the answer checks (``load.answers``), and, for interleaved
+    windows, which of the requests each window sends (``load.interleave``)."""
 
     phase: LoadPhase
     requests: tuple[HttpRequest, ...]
     out_dir: str
     keep_answers: bool = False
+    schedule: WindowSchedule | None = None
 
     def write(self, path: str | Path) -> None:
         document = {
             "phase": self.phase.to_dict(),
             "out_dir": self.out_dir,
             "keep_answers": self.keep_answers,
+            "schedule": self.schedule.to_dict() if self.schedule is not None else None,
             "requests": [
                 {
                     "method": request.method,
@@ -195,4 +199,11 @@ class RunPlan:
             HttpRequest(item["method"], item["path"], base64.b64decode(item["body"]), item["headers"])
             for item in document["requests"]
         )
-        return cls(LoadPhase(**document["phase"]), requests, document["out_dir"], document.get("keep_answers", False))
+        schedule = document.get("schedule")
+        return cls(
+            LoadPhase(**document["phase"]),
+            requests,
+            document["out_dir"],
+            document.get("keep_answers", False),
+            WindowSchedule.from_dict(schedule) if schedule is not None else None,
+        )

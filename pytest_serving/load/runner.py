@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest_serving
 from pytest_serving.load.answers import AnswerCheck, KeptAnswers
+from pytest_serving.load.interleave import WindowSchedule
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, LoadPhase, RunPlan
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
@@ -87,6 +88,7 @@ def run_phase(
     raw_dir: str | os.PathLike | None = None,
     on_window_open: Callable[[], None] | None = None,
     check_answers: Callable[[KeptAnswers], AnswerCheck] | None = None,
+    schedule: WindowSchedule | None = None,
 ) -> PhaseStats:
     """Load ``base_url`` with ``requests`` (cycled) as ``phase`` says, and measure it.
 
@@ -94,7 +96,8 @@ def run_phase(
     else to a temporary directory that is removed afterwards. ``on_window_open`` is
     called (within about ``POLL_INTERVAL_S``) when the warm-up ends. With
     ``check_answers`` the processes keep the 2xx answers (warm-up included) by the
-    request they answer, and its verdict becomes the statistics' ``answers``.
+    request they answer, and its verdict becomes the statistics' ``answers``. With ``schedule``
+    the measured phase's windows send the request sets it names (``load.interleave``).
     """
     check_load_target(base_url, started_by_plugin=started_by_plugin, allow_remote=allow_remote)
     base_url = base_url.rstrip("/")
@@ -110,7 +113,9 @@ def run_phase(
             for path in [*stale, work_dir / WINDOW_OPEN_FILE]:
                 path.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
-        RunPlan(phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None).write(plan_path)
+        RunPlan(
+            phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None, schedule=schedule
+        ).write(plan_path)
         run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s, on_window_open)
         raw_files = sorted(work_dir.glob("raw-*.npz"))
         if len(raw_files) != phase.process_count:

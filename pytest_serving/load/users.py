@@ -46,6 +46,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from pytest_serving.load.answers import AnswerKeeper, answers_file
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
+from pytest_serving.load.interleave import ScheduledRequests
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
 from pytest_serving.load.phase import WINDOW_OPEN_FILE, RunPlan, arrival_offsets
 from pytest_serving.load.stats import SampleRecorder
@@ -120,6 +121,10 @@ class ProcessRun:
                 self.answers = AnswerKeeper(self._wire_requests)
         ordinal = next(self._user_ordinals) * self.phase.process_count + self.process_index
         requests = self._wire_requests
+        if self.plan.schedule is not None:
+            return ScheduledRequests(
+                requests, self.plan.schedule, lambda: self.window_offset(time.perf_counter()), ordinal
+            )
         start = ordinal % len(requests)
         return itertools.cycle(requests[start:] + requests[:start])
 
