@@ -121,6 +121,19 @@ OPTIONS: tuple[Option, ...] = (
         "seconds after the switch completes from which a request answered by the old version is stale",
         default="2",
     ),
+    Option(
+        "serving-rollout-rate",
+        "requests/s of the rollout's open-loop load (default: half the rate the current version sustained "
+        "side by side, halved once more when the server does not sustain it)",
+    ),
+    Option(
+        "serving-rollout-max-p99-ms",
+        "fail the rollout when p99 during the switch exceeds this many ms",
+    ),
+    Option(
+        "serving-rollout-max-p99-ratio",
+        "fail the rollout when p99 during the switch exceeds this multiple of the steady p99 before it",
+    ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",

@@ -29,6 +29,11 @@ class ReleaseSettings:
     users: int
     rollout: bool
     rollout_grace_s: float
+    #: The rollout's rate when set (requests/s); else half the current version's side by side.
+    rollout_rate: float | None = None
+    #: The switch's p99 budgets: absolute (ms), and as a multiple of the steady p99 before it.
+    rollout_max_p99_ms: float | None = None
+    rollout_max_p99_ratio: float | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, settings: Settings) -> ReleaseSettings:
@@ -74,7 +79,17 @@ class ReleaseSettings:
             users=value("serving-release-users", int, 1),
             rollout=rollout == "on",
             rollout_grace_s=value("serving-rollout-grace", float, 0),
+            rollout_rate=positive(value("serving-rollout-rate", float, 0), "serving-rollout-rate"),
+            rollout_max_p99_ms=positive(value("serving-rollout-max-p99-ms", float, 0), "serving-rollout-max-p99-ms"),
+            rollout_max_p99_ratio=value("serving-rollout-max-p99-ratio", float, 1),
         )
+
+
+def positive(parsed: float | None, name: str) -> float | None:
+    """A number that must be above 0 when given."""
+    if parsed is not None and parsed <= 0:
+        raise pytest.UsageError(f"--{name}: expected a number > 0, got {parsed:g}")
+    return parsed
 
 
 def candidate_card(value: str, current: ModelCard) -> ModelCard:

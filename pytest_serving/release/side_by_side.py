@@ -43,7 +43,7 @@ from ..verdicts.verdict import (
     speed_finding,
 )
 from .options import MIN_WINDOWS, ReleaseSettings
-from .rollout import rollout_problems
+from .rollout import rollout_problems, with_budgets
 from .switch import run_rollout
 
 CURRENT, CANDIDATE = "current", "candidate"
@@ -151,6 +151,7 @@ def compare(
         "users": settings.users,
         "window_s": settings.window_s,
         "looks": len(looks),
+        "current_p99_ms": pooled_p99(role_latencies(windows, CURRENT)),
         "cost": decision_cost(windows, looks, latency.confidence, settings),
         **{f"{role}_sample_ms": pooled_sample(role_latencies(windows, role)) for role in ROLES},
     }
@@ -383,6 +384,12 @@ def role_rates(windows: Sequence[MeasuredWindow], role: str) -> list[np.ndarray]
     return [np.array([window.rps]) for window in windows if window.role == role]
 
 
+def pooled_p99(blocks: Sequence[np.ndarray]) -> float | None:
+    """The p99 of all windows' latencies of one version (the rollout's reference for a sustained rate)."""
+    values = np.concatenate(blocks) if blocks else np.zeros(0)
+    return float(np.percentile(values, 99)) if values.size else None
+
+
 def pooled_sample(blocks: Sequence[np.ndarray], size: int = LATENCY_SAMPLE_SIZE) -> list[float]:
     """At most ``size`` latencies from all windows of one version, every k-th, for the report's histogram."""
     values = np.concatenate(blocks) if blocks else np.zeros(0)
@@ -426,25 +433,37 @@ class ReleaseGate:
         return record
 
     def _rollout(self, record: ReleaseRecord) -> list[str]:
-        """The rollout at half the current version's measured rate; its problems (a server that cannot
-        switch live is recorded as skipped, with the reason, and warns)."""
+        """The rollout at --serving-rollout-rate, or half the current version's measured rate; its problems
+        (a server that cannot switch live is recorded as skipped, with the reason, and warns; one that does
+        not sustain the rate is recorded as not measurable, with the reason, and warns)."""
         name = self.endpoint.target
         unsupported = self.target.rollout_unsupported()
         if unsupported:
             record_rollout_skipped(self.results, name, unsupported)
             warnings.warn(RolloutSkipped(f"{name} rollout skipped: {unsupported}"), stacklevel=3)
             return []
-        rate = max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
+        settings = self.settings
+        rate = settings.rollout_rate or max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
         rollout = run_rollout(
             self.endpoint,
             self.target,
             self.samples,
             rate,
-            self.settings.rollout_grace_s,
+            settings.rollout_grace_s,
+            record.latency["current_p99_ms"],
+            may_lower=settings.rollout_rate is None,
             allow_remote=self.allow_remote,
         )
+        rollout = with_budgets(rollout, settings.rollout_max_p99_ms, settings.rollout_max_p99_ratio)
         record_rollout(self.results, name, rollout)
+        if not rollout.measurable:
+            why = f"{name} rollout not measurable: {rollout.not_measurable}"
+            warnings.warn(RolloutNotMeasurable(why), stacklevel=3)
         return rollout_problems(rollout, name)
+
+
+class RolloutNotMeasurable(UserWarning):
+    """The server did not sustain the rollout's rate: its latency would measure a queue, not the switch."""
 
 
 class RolloutSkipped(UserWarning):
