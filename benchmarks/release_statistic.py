@@ -26,6 +26,7 @@ from pytest_serving.release.options import ReleaseSettings
 from pytest_serving.release.side_by_side import CANDIDATE, CURRENT, MeasuredWindow, Version, window_order
 from pytest_serving.settings import OPTIONS
 from pytest_serving.types import Endpoint
+from pytest_serving.verdicts import stats
 from pytest_serving.verdicts.stats import (
     MEAN_LATENCY,
     MEDIAN_LATENCY,
@@ -33,7 +34,7 @@ from pytest_serving.verdicts.stats import (
     TRIMMED_MEAN_LATENCY,
     PooledStatistic,
 )
-from pytest_serving.verdicts.verdict import FAIL, ReleaseLimits
+from pytest_serving.verdicts.verdict import FAIL, INCONCLUSIVE, PASS, ReleaseLimits
 
 DEFAULTS = {option.name: option.default for option in OPTIONS}
 STATISTICS = (P95_LATENCY, MEDIAN_LATENCY, MEAN_LATENCY, TRIMMED_MEAN_LATENCY)
@@ -77,8 +78,8 @@ class Resampler:
 
 def simulate(
     pairs, statistic: PooledStatistic, slowdown: float, runs: int, windows: int, max_windows: int, seed: int = 0
-) -> tuple[float, Counter]:
-    """The share of ``runs`` simulated comparisons whose speed verdict fails, and the pairs they used."""
+) -> tuple[Counter, float]:
+    """The speed verdicts of ``runs`` simulated comparisons, and the pairs they used on average."""
     rng = np.random.default_rng(seed)
     side_by_side.measure_look = Resampler(pairs, slowdown, rng)
     side_by_side.LATENCY = statistic
@@ -86,13 +87,13 @@ def simulate(
     versions = tuple(Version(role, "m", role, None, {}) for role in (CURRENT, CANDIDATE))
     settings = ReleaseSettings(None, ReleaseLimits(), windows, max_windows, 3.0, 4, False, 0.0)
     limit = settings.limits.max_latency_regression_pct
-    failed, used = 0, Counter()
+    verdicts, used = Counter(), []
     for _ in range(runs):
-        measured, latency, throughput, looks = side_by_side.measure_until_decided(endpoint, versions, [], settings)
+        _, latency, throughput, looks = side_by_side.measure_until_decided(endpoint, versions, [], settings)
         findings = side_by_side.speed_findings(latency, throughput, limit)
-        failed += any(finding.verdict == FAIL for finding in findings)
-        used[looks[-1].pairs] += 1
-    return failed / runs, used
+        verdicts[max((finding.verdict for finding in findings), key=[PASS, INCONCLUSIVE, FAIL].index)] += 1
+        used.append(looks[-1].pairs)
+    return verdicts, float(np.mean(used))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,20 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slowdown", type=float, default=1.5)
     parser.add_argument("--windows", type=int, default=int(DEFAULTS["serving-release-windows"]))
     parser.add_argument("--max-windows", type=int, default=int(DEFAULTS["serving-release-max-windows"]))
+    parser.add_argument("--trims", type=float, nargs="+", default=[stats.PAIR_TRIM], help="pair trims to compare")
     args = parser.parse_args(argv)
     pairs, meta = recorded_pairs(args.recording)
     print(json.dumps(meta))
     rates = np.log([candidate.rps / current.rps for current, candidate in pairs])
     print(f"{len(pairs)} pairs; throughput: SD of log pair ratios {rates.std(ddof=1):.3f}")
-    for statistic in STATISTICS:
-        logs = np.log([statistic.of([b.latency_ms]) / statistic.of([a.latency_ms]) for a, b in pairs])
-        alarms, used = simulate(pairs, statistic, 1.0, args.runs, args.windows, args.max_windows)
-        power, used_slow = simulate(pairs, statistic, args.slowdown, args.runs, args.windows, args.max_windows)
-        print(
-            f"{statistic.name:>26}: SD of log pair ratios {logs.std(ddof=1):.3f}, mean {logs.mean():+.3f}; "
-            f"identical fails {100 * alarms:.1f}% (pairs used {dict(sorted(used.items()))}); "
-            f"{args.slowdown:g}x slower fails {100 * power:.1f}% (pairs used {dict(sorted(used_slow.items()))})"
-        )
+    for trim in args.trims:
+        stats.PAIR_TRIM = trim
+        for statistic in STATISTICS:
+            logs = np.log([statistic.of([b.latency_ms]) / statistic.of([a.latency_ms]) for a, b in pairs])
+            same, used = simulate(pairs, statistic, 1.0, args.runs, args.windows, args.max_windows)
+            slower, used_slow = simulate(pairs, statistic, args.slowdown, args.runs, args.windows, args.max_windows)
+            print(
+                f"trim {trim:g}, {statistic.name:>24}: SD of log pair ratios {logs.std(ddof=1):.3f}, mean "
+                f"{logs.mean():+.3f}; identical {dict(same)} after {used:.1f} pairs on average; "
+                f"{args.slowdown:g}x slower {dict(slower)} after {used_slow:.1f}"
+            )
     return 0
 
 

@@ -97,9 +97,7 @@ class ScheduledRequests(Iterator[bytes]):
     measured phase opened, negative in the warm-up, where the sets alternate request by request).
     Each set is cycled from ``start`` on, so that users spread over the samples."""
 
-    def __init__(
-        self, wire: Sequence[bytes], schedule: WindowSchedule, clock: Callable[[], float], start: int
-    ) -> None:
+    def __init__(self, wire: Sequence[bytes], schedule: WindowSchedule, clock: Callable[[], float], start: int) -> None:
         self.schedule = schedule
         self.clock = clock
         self._cycles = {

@@ -113,9 +113,8 @@ def run_phase(
             for path in [*stale, work_dir / WINDOW_OPEN_FILE]:
                 path.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
-        RunPlan(
-            phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None, schedule=schedule
-        ).write(plan_path)
+        plan = RunPlan(phase, tuple(requests), str(work_dir), keep_answers=check_answers is not None, schedule=schedule)
+        plan.write(plan_path)
         run_processes(locust_commands(base_url, phase, plan_path), work_dir, phase.deadline_s, on_window_open)
         raw_files = sorted(work_dir.glob("raw-*.npz"))
         if len(raw_files) != phase.process_count:

@@ -341,7 +341,9 @@ def _over_budget(rollout: Mapping[str, Any]) -> bool | None:
     limit_ms, ratio = rollout.get("max_p99_ms"), rollout.get("max_p99_ratio")
     if switch is None or not rollout.get("measurable", True) or (limit_ms is None and ratio is None):
         return None
-    return (limit_ms is not None and switch > limit_ms) or bool(ratio is not None and steady and switch > ratio * steady)
+    return (limit_ms is not None and switch > limit_ms) or bool(
+        ratio is not None and steady and switch > ratio * steady
+    )
 
 
 def rollout_notes(rollout: Mapping[str, Any]) -> list[str]:
@@ -420,9 +422,15 @@ def _release_table(release: Mapping[str, Any]) -> str:
         f"limits: accuracy drop {accuracy.get('max_drop_points', '-')} points, "
         f"speed regression {latency.get('max_regression_pct', '-')}%"
     )
-    return _table(["", "current", "candidate", "candidate vs current", "verdict"], rows, classes) + (
-        f"<p class='note'>{escape(limits)}</p>"
-    ) + (f"<p class='note'>Cost of the decision: {escape(cost_line(latency['cost']))}</p>" if latency.get("cost") else "")
+    return (
+        _table(["", "current", "candidate", "candidate vs current", "verdict"], rows, classes)
+        + (f"<p class='note'>{escape(limits)}</p>")
+        + (
+            f"<p class='note'>Cost of the decision: {escape(cost_line(latency['cost']))}</p>"
+            if latency.get("cost")
+            else ""
+        )
+    )
 
 
 def _correctness_section(results: Mapping[str, Any]) -> str:

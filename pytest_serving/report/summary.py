@@ -405,6 +405,8 @@ def answers_cell(entry: Mapping[str, Any]) -> str:
 
 def _resource(entry: Mapping[str, Any], figure: str) -> float | None:
     return (entry.get("resources") or {}).get(figure)
+
+
 def release_lines(data: Mapping[str, Any]) -> list[str]:
     """One line for the release verdict (with its reasons), one for what the decision cost, and one for
     the rollout (or why it was skipped, or why it was not measurable)."""
@@ -436,7 +438,8 @@ def release_lines(data: Mapping[str, Any]) -> list[str]:
 def cost_line(cost: Mapping[str, Any]) -> str:
     """Windows per version, seconds per look (warm-up among them), and the fewest windows that would have decided."""
     looks = ", ".join(
-        f"{look['pairs']} windows in {look['seconds']:.0f} s (warm-up {look['warmup_s']:.0f} s)" for look in cost["looks"]
+        f"{look['pairs']} windows in {look['seconds']:.0f} s (warm-up {look['warmup_s']:.0f} s)"
+        for look in cost["looks"]
     )
     fewest = cost.get("shortest_deciding_windows")
     decided = (

@@ -3,8 +3,6 @@ replaced by a fake whose latencies are drawn here: pure scheduling logic, no ser
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -111,7 +109,7 @@ def test_a_failing_interval_ends_the_comparison_though_the_other_straddles(monke
 def test_each_look_measures_only_the_pairs_it_adds(monkeypatch):
     server = FakeServer(1.06, seed=0)
     windows, _, _, looks = measure(monkeypatch, server, windows=5)
-    assert server.looks[0] == range(0, 5)
+    assert server.looks[0] == range(5)
     assert all(later.start == earlier.stop for earlier, later in zip(server.looks, server.looks[1:]))
     assert server.looks[-1].stop == looks[-1].pairs == len(windows) // 2
 
