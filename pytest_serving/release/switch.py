@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..load.fixture import load_requests
 from ..load.phase import WINDOW_OPEN_FILE, LoadPhase
 from ..load.runner import LoadError, run_phase
@@ -23,7 +25,7 @@ from ..load.stats import RawSamples, is_success
 from ..report.results import RolloutRecord
 from ..samples import Sample
 from ..targets.base import Endpoint, ServingTarget
-from .rollout import Answers, not_measurable_record, summarize_rollout, sustained_rate
+from .rollout import Answers, summarize_rollout, sustained_rate
 
 #: Seconds of steady load on the old version before the switch, and on the new one after it.
 STEADY_S = 5.0
@@ -52,14 +54,15 @@ def run_rollout(
     allow_remote: bool = False,
 ) -> RolloutRecord:
     """Serve the old version alone and probe that the server sustains ``rate`` requests/s (else, when
-    ``may_lower``, half of it; else the rollout is not measurable and does not switch); load it at
-    that rate, switch to the new one after ``STEADY_S``, keep loading through the grace and another
-    steady stretch; the rollout record."""
+    ``may_lower``, half of it); load it at that rate, switch to the new one after ``STEADY_S``, keep
+    loading through the grace and another steady stretch; the rollout record. A rate the server does
+    not sustain still rolls out (failed and stale answers count whatever the rate), but the record
+    is not measurable, and says why."""
     old, new = target.release_versions
     target.serve_only(endpoint, old, SWITCH_TIMEOUT_S)
     requests = load_requests(replace(endpoint, protocol=target.protocol()), list(samples))
 
-    def probe(probed_rate: float) -> float | None:
+    def probe(probed_rate: float) -> np.ndarray:
         stats = run_phase(
             endpoint.base_url,
             requests,
@@ -67,13 +70,11 @@ def run_rollout(
             started_by_plugin=endpoint.started_by_plugin,
             allow_remote=allow_remote,
         )
-        return stats.latency.p99 if stats.latency is not None else None
+        return np.asarray(stats.latency_sample_ms)
 
     lowered_from, why = None, ""
     if reference_p99_ms is not None:  # None: no successful request side by side, nothing to hold it against
         rate, lowered_from, why = sustained_rate(rate, reference_p99_ms, probe, may_lower=may_lower)
-    if why:
-        return not_measurable_record(rate, grace_s, reference_p99_ms, lowered_from, why)
     phase = LoadPhase(
         rate=rate,
         arrival="constant",
@@ -121,6 +122,8 @@ def run_rollout(
         rate=rate,
         reference_p99_ms=reference_p99_ms,
     )
+    if why:  # the probe's verdict stands even when the rollout's own steady stretch looked sustained
+        record = replace(record, measurable=False, not_measurable=why)
     return replace(record, rate_lowered_from=lowered_from)
 
 

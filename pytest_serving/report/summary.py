@@ -437,17 +437,17 @@ def release_lines(data: Mapping[str, Any]) -> list[str]:
 
 def cost_line(cost: Mapping[str, Any]) -> str:
     """Windows per version, seconds per look (warm-up among them), and the fewest windows that would have decided."""
-    looks = ", ".join(
-        f"{look['pairs']} windows in {look['seconds']:.0f} s (warm-up {look['warmup_s']:.0f} s)"
-        for look in cost["looks"]
+    looks = "; ".join(
+        f"look {number}: {look['pairs']} windows each after {look['seconds']:.0f} s, warm-up {look['warmup_s']:.0f} s"
+        for number, look in enumerate(cost["looks"], start=1)
     )
     fewest = cost.get("shortest_deciding_windows")
     decided = (
         f"{fewest} windows each would have decided the same"
         if fewest is not None
-        else "undecided: no window count decided"
+        else "undecided, so no window count decided"
     )
-    return f"{cost['windows']} windows each, {cost['seconds']:.0f} s over {len(cost['looks'])} look(s) ({looks}); {decided}"
+    return f"{cost['windows']} windows each in {cost['seconds']:.0f} s ({looks}); {decided}"
 
 
 def _recorded_outcome(data: Mapping[str, Any]) -> str:

@@ -3,6 +3,8 @@ does not sustain the rate (not measurable) instead of a result."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,6 @@ from pytest_serving.release.rollout import (
     STALL_FACTOR,
     SUSTAIN_FACTOR,
     Answers,
-    not_measurable_record,
     rollout_problems,
     summarize_rollout,
     sustained_rate,
@@ -71,24 +72,33 @@ def test_a_steady_p99_far_above_the_side_by_side_s_is_not_measurable_and_judged_
     """An overloaded server's queue: 11 s before the switch against 350 ms side by side."""
     record = with_budgets(rollout(steady_ms=11_000.0, reference_p99_ms=350.0), 500.0, 1.5)
     assert not record.measurable
-    assert record.not_measurable.startswith("at 20 requests/s before the switch the server's p99 was 11550 ms")
+    assert record.not_measurable.startswith("at 20 requests/s before the switch the server's p99 was 11550 ms (median")
     assert "does not sustain the rate" in record.not_measurable
     assert rollout_problems(record, "torchserve") == []
+    # Within the factor, or one stalled request among fifty steady ones (Triton beside another job): sustained.
     assert rollout(steady_ms=STEADY_MS, reference_p99_ms=STEADY_MS * 1.05 / SUSTAIN_FACTOR * 1.01).measurable
+    hiccup = Answers(np.arange(0, 5, 0.1), np.r_[np.full(49, 60.0), 1400.0], np.ones(50, bool), ["1"] * 50)
+    record = summarize_rollout(
+        hiccup, switch_started_s=5.0, switch_done_s=5.5, old_version="1", grace_s=1.0, rate=RATE, reference_p99_ms=82.0
+    )
+    assert record.p99_steady_ms > SUSTAIN_FACTOR * 82.0 and record.measurable
 
 
 def test_the_rate_is_lowered_once_when_the_probe_finds_it_unsustained():
     reference = 100.0
     probed: list[float] = []
 
-    def probe(rate: float) -> float:
+    def probe(rate: float) -> np.ndarray:
         probed.append(rate)
-        return 5000.0 if rate > 30 else 80.0  # a server whose capacity lies between 30 and 40 requests/s
+        return np.full(100, 5000.0 if rate > 30 else 80.0)  # a server whose capacity lies between 30 and 40/s
 
     assert sustained_rate(20.0, reference, probe) == (20.0, None, "")
     assert sustained_rate(40.0, reference, probe) == (40.0 * LOWER_RATE_SHARE, 40.0, "")
     rate, lowered_from, why = sustained_rate(100.0, reference, probe)
-    assert (rate, lowered_from) == (50.0, 100.0) and "at 50 requests/s in the probe the server's p99 was 5000 ms" in why
+    assert (rate, lowered_from) == (
+        50.0,
+        100.0,
+    ) and "at 50 requests/s in the probe the server's p99 was 5000 ms (median 5000 ms)" in why
     assert probed == [20.0, 40.0, 20.0, 100.0, 50.0]
     # A rate the user set is not lowered: beyond capacity, the rollout is not measurable.
     rate, lowered_from, why = sustained_rate(40.0, reference, probe, may_lower=False)
@@ -98,14 +108,16 @@ def test_the_rate_is_lowered_once_when_the_probe_finds_it_unsustained():
 def test_stall_and_not_measurable_are_shown_in_the_terminal_line_and_the_report():
     store = ResultsStore(None)
     record_rollout(store, "triton", with_budgets(rollout(stall_s=2.0), None, 1.5))
-    record_rollout(store, "torchserve", not_measurable_record(40.0, 2.0, 350.0, 80.0, "at 40 requests/s ... rate"))
+    overloaded = replace(rollout(steady_ms=11_000.0, reference_p99_ms=350.0), rate_lowered_from=40.0)
+    record_rollout(store, "torchserve", overloaded)
     results = store.read()["targets"]
     (line,) = release_lines(results["triton"])
     assert "p99 2000.0 ms during the switch vs 63.0 ms before it, p99 stall 2 s above 126 ms" in line
     assert results["triton"]["rollout"]["stall_s"] == 2.0
-    (line,) = release_lines(results["torchserve"])
-    assert line == "rollout: NOT MEASURABLE at 40/s: at 40 requests/s ... rate"
+    not_measurable, figures = release_lines(results["torchserve"])
+    assert not_measurable.startswith("rollout: NOT MEASURABLE at 20/s: at 20 requests/s before the switch the server")
+    assert figures.startswith("rollout: 400 requests at 20/s, 0 failed, 0 stale answers")
     page = report_html(store.read(), {})
     assert "p99 stall s" in page and "in seconds 5, 6 of the chart, 2 s in all" in page
-    assert "Not measurable: at 40 requests/s ... rate. No latency budget was judged." in page
-    assert "The server did not sustain 80 requests/s before the switch; the rollout ran at 40." in page
+    assert "Not measurable: at 20 requests/s before the switch the server&#x27;s p99 was 11550 ms (median" in page
+    assert "The server did not sustain 40 requests/s before the switch; the rollout ran at 20." in page
