@@ -358,7 +358,7 @@ def rollout_notes(rollout: Mapping[str, Any]) -> list[str]:
             f"the rollout ran at {rollout['rate']:.3g}."
         )
     stalled = rollout.get("stall_seconds") or []
-    if stalled and rollout.get("stall_level_ms") is not None:
+    if stalled and rollout.get("stall_level_ms") is not None and rollout.get("measurable", True):
         notes.append(
             f"Stall: p99 above {rollout['stall_level_ms']:.0f} ms (twice the steady p99) in seconds "
             f"{', '.join(map(str, stalled))} of the chart, {rollout['stall_s']:g} s in all."

@@ -423,7 +423,8 @@ def release_lines(data: Mapping[str, Any]) -> list[str]:
     if rollout and rollout.get("requests"):
         stall = rollout.get("stall_s")
         level = rollout.get("stall_level_ms")
-        stall_text = f", p99 stall {stall:g} s above {level:.0f} ms" if stall is not None and level is not None else ""
+        measured = stall is not None and level is not None and rollout.get("measurable", True)
+        stall_text = f", p99 stall {stall:g} s above {level:.0f} ms" if measured else ""
         lines.append(
             f"rollout: {rollout['requests']} requests at {rollout.get('rate', 0):.3g}/s, {rollout['failed']} failed, "
             f"{rollout['stale_answers']} stale answers after {rollout.get('grace_s', 0):g} s grace, "

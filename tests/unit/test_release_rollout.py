@@ -117,6 +117,7 @@ def test_stall_and_not_measurable_are_shown_in_the_terminal_line_and_the_report(
     not_measurable, figures = release_lines(results["torchserve"])
     assert not_measurable.startswith("rollout: NOT MEASURABLE at 20/s: at 20 requests/s before the switch the server")
     assert figures.startswith("rollout: 400 requests at 20/s, 0 failed, 0 stale answers")
+    assert "stall" not in figures  # measured against an overloaded steady level, it would say nothing
     page = report_html(store.read(), {})
     assert "p99 stall s" in page and "in seconds 5, 6 of the chart, 2 s in all" in page
     assert "Not measurable: at 20 requests/s before the switch the server&#x27;s p99 was 11550 ms (median" in page
