@@ -128,11 +128,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "serving-rollout-max-p99-ms",
-        "fail the rollout when p99 during the switch exceeds this many ms",
+        "fail the rollout when p99 during the switch exceeds this many ms (per target in the budgets: "
+        "[target.]rollout_max_p99_ms)",
     ),
     Option(
         "serving-rollout-max-p99-ratio",
-        "fail the rollout when p99 during the switch exceeds this multiple of the steady p99 before it",
+        "fail the rollout when p99 during the switch exceeds this multiple of the steady p99 before it "
+        "(per target in the budgets: [target.]rollout_max_p99_ratio)",
     ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
+from ..load.budgets import Budget
 from ..model.card import CardError, ModelCard, load_card
 from ..settings import OPTIONS, Option, Settings, raw_value
 from ..verdicts.verdict import ReleaseLimits
@@ -83,6 +84,20 @@ class ReleaseSettings:
             rollout_max_p99_ms=positive(value("serving-rollout-max-p99-ms", float, 0), "serving-rollout-max-p99-ms"),
             rollout_max_p99_ratio=value("serving-rollout-max-p99-ratio", float, 1),
         )
+
+
+def with_rollout_budget(release: ReleaseSettings, budget: Budget) -> ReleaseSettings:
+    """The release settings with a target's rollout budgets (``serving_budgets``, --serving-budgets-file)
+    over the options': one budget rarely fits a CPU and a GPU server."""
+    return replace(
+        release,
+        rollout_max_p99_ms=(
+            budget.rollout_max_p99_ms if budget.rollout_max_p99_ms is not None else release.rollout_max_p99_ms
+        ),
+        rollout_max_p99_ratio=(
+            budget.rollout_max_p99_ratio if budget.rollout_max_p99_ratio is not None else release.rollout_max_p99_ratio
+        ),
+    )
 
 
 def positive(parsed: float | None, name: str) -> float | None:

@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pytest_serving.load.budgets import parse_budget_lines, resolve_budget
+from pytest_serving.release.options import ReleaseSettings, with_rollout_budget
 from pytest_serving.release.rollout import (
     LOWER_RATE_SHARE,
     STALL_FACTOR,
@@ -21,6 +23,7 @@ from pytest_serving.release.rollout import (
 from pytest_serving.report.html import report_html
 from pytest_serving.report.results import ResultsStore, record_rollout
 from pytest_serving.report.summary import release_lines
+from pytest_serving.verdicts.verdict import ReleaseLimits
 
 RATE = 20.0
 STEADY_MS = 60.0
@@ -122,3 +125,12 @@ def test_stall_and_not_measurable_are_shown_in_the_terminal_line_and_the_report(
     assert "p99 stall s" in page and "in seconds 5, 6 of the chart, 2 s in all" in page
     assert "Not measurable: at 20 requests/s before the switch the server&#x27;s p99 was 11550 ms (median" in page
     assert "The server did not sustain 40 requests/s before the switch; the rollout ran at 20." in page
+
+
+def test_a_target_s_rollout_budget_from_the_budgets_table_wins_over_the_option():
+    table = parse_budget_lines("triton.rollout_max_p99_ratio = 1.5\nrollout_max_p99_ms = 900")
+    release = ReleaseSettings(None, ReleaseLimits(), 10, 40, 3.0, 4, True, 2.0, rollout_max_p99_ratio=3.0)
+    triton = with_rollout_budget(release, resolve_budget("triton", table))
+    assert (triton.rollout_max_p99_ratio, triton.rollout_max_p99_ms) == (1.5, 900.0)
+    torchserve = with_rollout_budget(release, resolve_budget("torchserve", table))
+    assert (torchserve.rollout_max_p99_ratio, torchserve.rollout_max_p99_ms) == (3.0, 900.0)
