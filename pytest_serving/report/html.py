@@ -360,8 +360,9 @@ def rollout_notes(rollout: Mapping[str, Any]) -> list[str]:
     stalled = rollout.get("stall_seconds") or []
     if stalled and rollout.get("stall_level_ms") is not None and rollout.get("measurable", True):
         notes.append(
-            f"Stall: p99 above {rollout['stall_level_ms']:.0f} ms (twice the steady p99) in seconds "
-            f"{', '.join(map(str, stalled))} of the chart, {rollout['stall_s']:g} s in all."
+            f"Stall: p99 above {rollout['stall_level_ms']:.0f} ms (twice the steady p99) in "
+            f"{'second' if len(stalled) == 1 else 'seconds'} {', '.join(map(str, stalled))} of the chart, "
+            f"{rollout['stall_s']:g} s in all."
         )
     budgets = [
         text
