@@ -3,7 +3,9 @@
 Both versions answer every sample (each is checked against its own in-process model, as the
 contract suite does), then closed-loop load runs in interleaved windows, current and candidate
 alternating on the same server in the same minutes, so that whatever else the machine does hits
-both. ``compare`` returns the release record; nothing here asserts.
+both. One load process runs every window of a look (``load.interleave``), after an adaptive
+warm-up on both versions. ``compare`` returns the release record, with what the decision cost;
+nothing here asserts.
 """
 
 from __future__ import annotations
