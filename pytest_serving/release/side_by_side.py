@@ -42,6 +42,7 @@ from ..verdicts.verdict import (
     InconclusiveComparison,
     decide,
     gate_failures,
+    overall,
     speed_finding,
 )
 from .options import MIN_WINDOWS, ReleaseSettings
@@ -280,14 +281,15 @@ def speed_findings(latency: RatioInterval, throughput: RatioInterval, limit_pct:
 
 def shortest_deciding_pairs(windows: Sequence[MeasuredWindow], confidence: float, limit_pct: float) -> int | None:
     """The fewest pairs (at least ``MIN_WINDOWS``, taken from the start) whose intervals at ``confidence``
-    would already have given both speed verdicts that all pairs gave; None when those are not both decided."""
+    would already have given the speed decision that all pairs gave (fail: one ratio beyond its limit;
+    pass: both within); None when all pairs did not decide."""
     pairs = len(windows) // 2
-    final = [finding.verdict for finding in speed_findings(*speed_intervals(windows, confidence), limit_pct)]
-    if INCONCLUSIVE in final:
+    final = overall(speed_findings(*speed_intervals(windows, confidence), limit_pct))
+    if final == INCONCLUSIVE:
         return None
     for count in range(min(MIN_WINDOWS, pairs), pairs + 1):
         prefix = speed_findings(*speed_intervals(windows[: 2 * count], confidence), limit_pct)
-        if [finding.verdict for finding in prefix] == final:
+        if overall(prefix) == final:
             return count
     return pairs
 

@@ -122,3 +122,9 @@ def test_the_cost_names_the_fewest_pairs_that_would_have_decided(monkeypatch):
     assert fewest is not None and 5 <= fewest < 20
     straddling, interval, _, _ = measure(monkeypatch, FakeServer(1.1, seed=1), windows=5, max_windows=5)
     assert shortest_deciding_pairs(straddling, interval.confidence, 10.0) is None
+
+
+def test_a_fail_on_one_ratio_is_a_decision_though_the_other_straddles(monkeypatch):
+    windows, latency, _, _ = measure(monkeypatch, FakeServer(2.0, candidate_rate=0.88), windows=10, max_windows=10)
+    fewest = shortest_deciding_pairs(windows, latency.confidence, 10.0)
+    assert fewest is not None and 5 <= fewest <= 10
