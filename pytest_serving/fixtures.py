@@ -9,9 +9,11 @@ import pytest
 
 from .containers.resources import ResourceMonitor
 from .deployment import Deployment, KnownAnswer, Unavailable, deploy
+from .load.budgets import resolve_budget
 from .load.fixture import ServingLoad
 from .protocols.client import ClassifierClient
 from .protocols.endpoint import Endpoint
+from .release.options import with_rollout_budget
 from .release.side_by_side import CANDIDATE, CURRENT, ReleaseGate, Version
 from .report.results import ResultsStore
 from .samples import Sample
@@ -198,7 +200,7 @@ def serving_release(
                 target,
                 versions,
                 serving_samples,
-                release,
+                with_rollout_budget(release, resolve_budget(serving_target_name, *session.budget_tables)),
                 session.results,
                 allow_remote=settings.load.allow_remote,
             )

@@ -142,6 +142,21 @@ OPTIONS: tuple[Option, ...] = (
         "testpaths or the current folder would bring: the serving job alone, in a project with tests of its own",
         flag=True,
     ),
+    Option(
+        "serving-rollout-rate",
+        "requests/s of the rollout's open-loop load (default: half the rate the current version sustained "
+        "side by side, halved once more when the server does not sustain it)",
+    ),
+    Option(
+        "serving-rollout-max-p99-ms",
+        "fail the rollout when p99 during the switch exceeds this many ms (per target in the budgets: "
+        "[target.]rollout_max_p99_ms)",
+    ),
+    Option(
+        "serving-rollout-max-p99-ratio",
+        "fail the rollout when p99 during the switch exceeds this multiple of the steady p99 before it "
+        "(per target in the budgets: [target.]rollout_max_p99_ratio)",
+    ),
     Option("serving-allow-remote-load", "allow load on servers that are not loopback and not started here", flag=True),
     Option(
         "serving-strict",

@@ -59,6 +59,11 @@ class Budget:
     max_memory_growth_mb_per_1k: float | None = None
     #: The server's cold start: container start to the first passed readiness probe (s).
     max_startup_s: float | None = None
+    #: The release rollout's p99 during the switch (ms), and as a multiple of the steady p99 before it:
+    #: per target, over --serving-rollout-max-p99-ms / --serving-rollout-max-p99-ratio (judged by the
+    #: release gate, not by load phases).
+    rollout_max_p99_ms: float | None = None
+    rollout_max_p99_ratio: float | None = None
 
     def merged(self, override: Budget) -> Budget:
         """This budget with every limit that ``override`` sets replaced."""

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from pytest_serving.load.interleave import WindowSchedule
 from pytest_serving.types import HttpRequest
 
 Arrival = Literal["poisson", "constant"]
@@ -208,7 +209,8 @@ def arrival_offsets(
 @dataclass(frozen=True)
 class RunPlan:
     """Everything a Locust process needs: the phase, the requests to cycle through, where to write samples,
-    and whether to keep the answers' bodies for the answer checks (``load.answers``)."""
+    whether to keep the answers' bodies for the answer checks (``load.answers``), and, for interleaved
+    windows, which of the requests each window sends (``load.interleave``)."""
 
     phase: LoadPhase
     requests: tuple[HttpRequest, ...]
@@ -217,6 +219,7 @@ class RunPlan:
     #: Names this run of the phase in every message between master and workers, so a late message
     #: of an earlier phase is told apart and dropped.
     phase_id: str = ""
+    schedule: WindowSchedule | None = None
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
@@ -231,6 +234,7 @@ class RunPlan:
             "out_dir": self.out_dir,
             "keep_answers": self.keep_answers,
             "phase_id": self.phase_id,
+            "schedule": self.schedule.to_dict() if self.schedule is not None else None,
             "requests": [
                 {
                     "method": request.method,
@@ -250,10 +254,12 @@ class RunPlan:
             HttpRequest(item["method"], item["path"], base64.b64decode(item["body"]), item["headers"])
             for item in document["requests"]
         )
+        schedule = document.get("schedule")
         return cls(
             LoadPhase(**document["phase"]),
             requests,
             document["out_dir"],
             document.get("keep_answers", False),
             document.get("phase_id", ""),
+            WindowSchedule.from_dict(schedule) if schedule is not None else None,
         )

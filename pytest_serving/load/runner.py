@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest_serving
 from pytest_serving import progress
 from pytest_serving.load.answers import AnswerCheck, KeptAnswers
+from pytest_serving.load.interleave import WindowSchedule
 from pytest_serving.load.phase import FAULT_FILE, WINDOW_OPEN_FILE, LoadPhase, RunPlan, split_address
 from pytest_serving.load.safety import check_load_target
 from pytest_serving.load.stats import PhaseStats, RawSamples, summarize
@@ -94,6 +95,7 @@ def run_phase(
     raw_dir: str | os.PathLike | None = None,
     on_window_open: Callable[[], None] | None = None,
     check_answers: Callable[[KeptAnswers], AnswerCheck] | None = None,
+    schedule: WindowSchedule | None = None,
 ) -> PhaseStats:
     """Load ``base_url`` with ``requests`` (cycled) as ``phase`` says, and measure it.
 
@@ -101,7 +103,8 @@ def run_phase(
     else to a temporary directory that is removed afterwards. ``on_window_open`` is
     called (within about ``POLL_INTERVAL_S``) when the warm-up ends. With
     ``check_answers`` the processes keep the 2xx answers (warm-up included) by the
-    request they answer, and its verdict becomes the statistics' ``answers``.
+    request they answer, and its verdict becomes the statistics' ``answers``. With ``schedule``
+    the measured phase's windows send the request sets it names (``load.interleave``).
     """
     check_load_target(base_url, started_by_plugin=started_by_plugin, allow_remote=allow_remote)
     base_url = base_url.rstrip("/")
@@ -117,7 +120,14 @@ def run_phase(
             for path in [*stale, work_dir / WINDOW_OPEN_FILE, work_dir / FAULT_FILE]:
                 path.unlink(missing_ok=True)
         plan_path = work_dir / "plan.json"
-        plan = RunPlan(phase, tuple(requests), str(work_dir), check_answers is not None, uuid.uuid4().hex)
+        plan = RunPlan(
+            phase,
+            tuple(requests),
+            str(work_dir),
+            keep_answers=check_answers is not None,
+            phase_id=uuid.uuid4().hex,
+            schedule=schedule,
+        )
         plan.write(plan_path)
         # Local workers may send wherever the check above let this phase send.
         commands = locust_commands(base_url, phase, plan_path, allow_target=True)

@@ -63,6 +63,7 @@ from pytest_serving.files import write_atomically
 from pytest_serving.load import channel
 from pytest_serving.load.answers import AnswerKeeper, answers_file
 from pytest_serving.load.connection import Endpoint, KeepAliveConnection
+from pytest_serving.load.interleave import ScheduledRequests
 from pytest_serving.load.multiplexer import Flow, Multiplexer, Schedule, spin_window_s
 from pytest_serving.load.phase import FAULT_FILE, WINDOW_OPEN_FILE, RunPlan, arrival_offsets
 from pytest_serving.load.safety import UnsafeTargetError, check_load_target
@@ -151,6 +152,10 @@ class ProcessRun:
                 self.answers = AnswerKeeper(self._wire_requests)
         ordinal = next(self._user_ordinals) * self.phase.process_count + self.process_index
         requests = self._wire_requests
+        if self.plan.schedule is not None:
+            return ScheduledRequests(
+                requests, self.plan.schedule, lambda: self.window_offset(time.perf_counter()), ordinal
+            )
         start = ordinal % len(requests)
         return itertools.cycle(requests[start:] + requests[:start])
 

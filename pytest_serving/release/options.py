@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
+from ..load.budgets import Budget
 from ..model.card import CardError, ModelCard, load_card
 from ..settings import OPTIONS, Option, Settings, raw_value
 from ..verdicts.verdict import ReleaseLimits
@@ -29,6 +30,11 @@ class ReleaseSettings:
     users: int
     rollout: bool
     rollout_grace_s: float
+    #: The rollout's rate when set (requests/s); else half the current version's side by side.
+    rollout_rate: float | None = None
+    #: The switch's p99 budgets: absolute (ms), and as a multiple of the steady p99 before it.
+    rollout_max_p99_ms: float | None = None
+    rollout_max_p99_ratio: float | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, settings: Settings) -> ReleaseSettings:
@@ -74,7 +80,31 @@ class ReleaseSettings:
             users=value("serving-release-users", int, 1),
             rollout=rollout == "on",
             rollout_grace_s=value("serving-rollout-grace", float, 0),
+            rollout_rate=positive(value("serving-rollout-rate", float, 0), "serving-rollout-rate"),
+            rollout_max_p99_ms=positive(value("serving-rollout-max-p99-ms", float, 0), "serving-rollout-max-p99-ms"),
+            rollout_max_p99_ratio=value("serving-rollout-max-p99-ratio", float, 1),
         )
+
+
+def with_rollout_budget(release: ReleaseSettings, budget: Budget) -> ReleaseSettings:
+    """The release settings with a target's rollout budgets (``serving_budgets``, --serving-budgets-file)
+    over the options': one budget rarely fits a CPU and a GPU server."""
+    return replace(
+        release,
+        rollout_max_p99_ms=(
+            budget.rollout_max_p99_ms if budget.rollout_max_p99_ms is not None else release.rollout_max_p99_ms
+        ),
+        rollout_max_p99_ratio=(
+            budget.rollout_max_p99_ratio if budget.rollout_max_p99_ratio is not None else release.rollout_max_p99_ratio
+        ),
+    )
+
+
+def positive(parsed: float | None, name: str) -> float | None:
+    """A number that must be above 0 when given."""
+    if parsed is not None and parsed <= 0:
+        raise pytest.UsageError(f"--{name}: expected a number > 0, got {parsed:g}")
+    return parsed
 
 
 def candidate_card(value: str, current: ModelCard) -> ModelCard:

@@ -3,24 +3,32 @@
 Both versions answer every sample (each is checked against its own in-process model, as the
 contract suite does), then closed-loop load runs in interleaved windows, current and candidate
 alternating on the same server in the same minutes, so that whatever else the machine does hits
-both. ``compare`` returns the release record; nothing here asserts.
+both. One load process runs every window of a look (``load.interleave``), after an adaptive
+warm-up on both versions. ``compare`` returns the release record, with what the decision cost;
+nothing here asserts.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import tempfile
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ..correctness import same_top1, summarize
 from ..load.fixture import load_requests
+from ..load.interleave import WindowSchedule, interleaved_schedule
 from ..load.phase import LoadPhase
 from ..load.runner import run_phase
-from ..load.stats import LATENCY_SAMPLE_SIZE, PhaseStats
+from ..load.stats import LATENCY_SAMPLE_SIZE, RawSamples, is_success
 from ..protocols.base import Prediction, Protocol
 from ..protocols.client import ClassifierClient
 from ..report.results import ReleaseRecord, ResultsStore, record_release, record_rollout, record_rollout_skipped
@@ -34,16 +42,24 @@ from ..verdicts.verdict import (
     InconclusiveComparison,
     decide,
     gate_failures,
+    overall,
     speed_finding,
 )
-from .options import ReleaseSettings
-from .rollout import rollout_problems
+from .options import MIN_WINDOWS, ReleaseSettings
+from .rollout import rollout_problems, with_budgets
 from .switch import run_rollout
 
 CURRENT, CANDIDATE = "current", "candidate"
 ROLES = (CURRENT, CANDIDATE)
-#: Each window re-opens its connections; one second of unmeasured sending lets them settle.
-WINDOW_WARMUP_S = 1.0
+#: Sent but not measured between two windows: the previous window's requests still on the server
+#: (a closed-loop user has at most one) end in it, so the next window starts on its own version alone.
+WINDOW_GAP_S = 0.3
+#: Every look starts with an adaptive warm-up on both versions (the load phases' rule, ``load.warmup``):
+#: at least this long, until its windows agree, at most ``MAX_WARMUP_S``.
+MIN_WARMUP_S = 2.0
+MAX_WARMUP_S = 30.0
+#: The per-window latency statistic whose candidate/current ratio the release judges.
+LATENCY = P95_LATENCY
 #: A server that runs a version must give that version's in-process top-1 on this share of the samples.
 MIN_REFERENCE_AGREEMENT = 0.99
 #: Looks at the data at most, when the comparison may grow (the first, one sized by the interval, the maximum).
@@ -104,14 +120,14 @@ def compare(
     windows, latency, throughput, looks = measure_until_decided(
         endpoint, versions, samples, settings, allow_remote=allow_remote
     )
-    failed = {role: sum(stats.failures for r, stats in windows if r == role) for role in ROLES}
+    failed = {role: sum(window.failures for window in windows if window.role == role) for role in ROLES}
     for role, count in failed.items():
         if count:
             findings.append(
                 Finding("errors", FAIL, f"errors: {count} requests to the {role} version failed under load")
             )
     for role in ROLES:
-        measured_windows = sum(1 for r, stats in windows if r == role and len(stats.latency_sample_ms))
+        measured_windows = sum(1 for window in windows if window.role == role and len(window.latency_ms))
         if measured_windows < settings.windows:
             findings.append(
                 Finding(
@@ -125,21 +141,41 @@ def compare(
         "windows": [
             {
                 "index": index,
-                "version": role,
-                "n": stats.n,
-                "p95_ms": stats.p95_ms,
-                "rps": stats.rps,
-                "failures": stats.failures,
-                "started_at": stats.started_at,
+                "version": window.role,
+                "n": window.n,
+                "p95_ms": float(np.percentile(window.latency_ms, 95)) if window.latency_ms.size else None,
+                "mean_ms": float(window.latency_ms.mean()) if window.latency_ms.size else None,
+                "rps": window.rps,
+                "failures": window.failures,
+                "started_at": datetime.fromtimestamp(window.started_at, UTC).isoformat(),
             }
-            for index, (role, stats) in enumerate(windows)
+            for index, window in enumerate(windows)
         ],
         "users": settings.users,
         "window_s": settings.window_s,
-        "looks": looks,
+        "looks": len(looks),
+        "current_p99_ms": pooled_p99(role_latencies(windows, CURRENT)),
+        "cost": decision_cost(windows, looks, latency.confidence, settings),
         **{f"{role}_sample_ms": pooled_sample(role_latencies(windows, role)) for role in ROLES},
     }
     return decide(sides[CURRENT], sides[CANDIDATE], paired, latency, throughput, settings.limits, measured, findings)
+
+
+def decision_cost(
+    windows: Sequence[MeasuredWindow], looks: Sequence[Look], confidence: float, settings: ReleaseSettings
+) -> dict:
+    """What the decision cost: windows per version, seconds per look (its warm-up among them), and the
+    fewest pairs that would have given the same speed verdicts at the last look's confidence (None
+    when undecided), so that a CI can size --serving-release-windows."""
+    return {
+        "windows": len(windows) // 2,
+        "seconds": round(sum(look.seconds for look in looks), 2),
+        "looks": [look.to_dict() for look in looks],
+        "shortest_deciding_windows": shortest_deciding_pairs(
+            windows, confidence, settings.limits.max_latency_regression_pct
+        ),
+        "confidence": confidence,
+    }
 
 
 def classify_all(endpoint: Endpoint, protocol: Protocol, samples: Sequence[Sample]) -> dict[str, Prediction]:
@@ -151,6 +187,38 @@ def classify_all(endpoint: Endpoint, protocol: Protocol, samples: Sequence[Sampl
         client.close()
 
 
+@dataclass(frozen=True)
+class MeasuredWindow:
+    """One version's figures in one window of a look: requests sent in it, failed ones, answers per
+    second that arrived in it, and the successful requests' latencies (ms)."""
+
+    role: str
+    n: int
+    failures: int
+    rps: float
+    latency_ms: np.ndarray
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at the data: the windows per version measured so far, what this look cost (seconds
+    from its start to its end, its warm-up among them) and how its warm-up ended."""
+
+    pairs: int
+    seconds: float
+    warmup_s: float
+    warmup_note: str
+
+    def to_dict(self) -> dict:
+        return {
+            "pairs": self.pairs,
+            "seconds": round(self.seconds, 2),
+            "warmup_s": round(self.warmup_s, 2),
+            "warmup_note": self.warmup_note,
+        }
+
+
 def measure_until_decided(
     endpoint: Endpoint,
     versions: tuple[Version, Version],
@@ -158,7 +226,7 @@ def measure_until_decided(
     settings: ReleaseSettings,
     *,
     allow_remote: bool = False,
-) -> tuple[list[tuple[str, PhaseStats]], RatioInterval, RatioInterval, int]:
+) -> tuple[list[MeasuredWindow], RatioInterval, RatioInterval, list[Look]]:
     """Interleaved windows until both speed intervals decide or one fails, or ``settings.max_windows``
     per version.
 
@@ -167,35 +235,63 @@ def measure_until_decided(
     more windows would say), more windows follow: as many as the interval says would decide, at least
     ``MIN_MORE_WINDOWS`` more, the last look at the maximum. Up to ``MAX_LOOKS`` looks at the same
     data each risk a wrong conclusion, so every look's interval is at confidence 1 - 5 % / looks
-    (Bonferroni): the risk of any wrong conclusion stays within 5 %. Returns the windows, the p95
-    and throughput intervals of the last look, and how many looks there were.
+    (Bonferroni): the risk of any wrong conclusion stays within 5 %. Returns the windows, the
+    latency and throughput intervals of the last look, and the looks.
     """
     looks = 1 if settings.max_windows <= settings.windows else MAX_LOOKS
     confidence = 1.0 - (1.0 - CONFIDENCE) / looks
-    limit = settings.limits.max_latency_regression_pct
-    windows: list[tuple[str, PhaseStats]] = []
+    windows: list[MeasuredWindow] = []
+    done: list[Look] = []
     pairs = settings.windows
     for look in range(1, looks + 1):
-        windows += interleaved_windows(
+        started = time.monotonic()
+        measured, warmup_s, warmup_note = measure_look(
             endpoint, versions, samples, settings, range(len(windows) // 2, pairs), allow_remote=allow_remote
         )
-        latency = paired_ratio(
-            role_latencies(windows, CURRENT), role_latencies(windows, CANDIDATE), P95_LATENCY, confidence=confidence
-        )
-        throughput = paired_ratio(
-            role_rates(windows, CURRENT), role_rates(windows, CANDIDATE), THROUGHPUT, confidence=confidence
-        )
-        findings = (speed_finding(latency, limit, True), speed_finding(throughput, limit, False))
+        windows += measured
+        done.append(Look(pairs, time.monotonic() - started, warmup_s, warmup_note))
+        latency, throughput = speed_intervals(windows, confidence)
+        findings = speed_findings(latency, throughput, settings.limits.max_latency_regression_pct)
         undecided = [finding.windows_needed for finding in findings if finding.verdict == INCONCLUSIVE]
         more = (
             None
-            if any(stats.failures for _, stats in windows) or any(finding.verdict == FAIL for finding in findings)
+            if any(window.failures for window in windows) or any(finding.verdict == FAIL for finding in findings)
             else next_pairs(pairs, undecided, look, looks, settings.max_windows)
         )
         if more is None:
             break
         pairs = more
-    return windows, latency, throughput, look
+    return windows, latency, throughput, done
+
+
+def speed_intervals(windows: Sequence[MeasuredWindow], confidence: float) -> tuple[RatioInterval, RatioInterval]:
+    """The latency and throughput ratios of the candidate over the current version, pair by pair."""
+    latency = paired_ratio(
+        role_latencies(windows, CURRENT), role_latencies(windows, CANDIDATE), LATENCY, confidence=confidence
+    )
+    throughput = paired_ratio(
+        role_rates(windows, CURRENT), role_rates(windows, CANDIDATE), THROUGHPUT, confidence=confidence
+    )
+    return latency, throughput
+
+
+def speed_findings(latency: RatioInterval, throughput: RatioInterval, limit_pct: float) -> tuple[Finding, Finding]:
+    return speed_finding(latency, limit_pct, True), speed_finding(throughput, limit_pct, False)
+
+
+def shortest_deciding_pairs(windows: Sequence[MeasuredWindow], confidence: float, limit_pct: float) -> int | None:
+    """The fewest pairs (at least ``MIN_WINDOWS``, taken from the start) whose intervals at ``confidence``
+    would already have given the speed decision that all pairs gave (fail: one ratio beyond its limit;
+    pass: both within); None when all pairs did not decide."""
+    pairs = len(windows) // 2
+    final = overall(speed_findings(*speed_intervals(windows, confidence), limit_pct))
+    if final == INCONCLUSIVE:
+        return None
+    for count in range(min(MIN_WINDOWS, pairs), pairs + 1):
+        prefix = speed_findings(*speed_intervals(windows[: 2 * count], confidence), limit_pct)
+        if overall(prefix) == final:
+            return count
+    return pairs
 
 
 def next_pairs(pairs: int, undecided: Sequence[int | None], look: int, looks: int, max_windows: int) -> int | None:
@@ -211,7 +307,14 @@ def next_pairs(pairs: int, undecided: Sequence[int | None], look: int, looks: in
     return min(max_windows, max(pairs + MIN_MORE_WINDOWS, math.ceil(1.25 * max(undecided))))
 
 
-def interleaved_windows(
+def window_order(versions: tuple[Version, Version], pairs: range) -> list[str]:
+    """The roles of a look's windows: current first in even pairs, candidate first in odd ones, so that
+    whatever favours the first or the second window of a pair (a server still busy with the other
+    version's queue, a drift in the machine's load) favours both versions equally."""
+    return [version.role for index in pairs for version in (versions if index % 2 == 0 else versions[::-1])]
+
+
+def measure_look(
     endpoint: Endpoint,
     versions: tuple[Version, Version],
     samples: Sequence[Sample],
@@ -219,37 +322,76 @@ def interleaved_windows(
     pairs: range,
     *,
     allow_remote: bool = False,
-) -> list[tuple[str, PhaseStats]]:
-    """One closed-loop window per version for each index in ``pairs``; the order alternates (current
-    first in even pairs, candidate first in odd ones), so that whatever favours the first or the
-    second window of a pair (a server still busy with the other version's queue, a drift in the
-    machine's load) favours both versions equally."""
+) -> tuple[list[MeasuredWindow], float, str]:
+    """One closed-loop window per version for each index in ``pairs``, all in one load process
+    (``load.interleave``): an adaptive warm-up on both versions, then the windows in ``window_order``.
+    Returns the windows, how long the warm-up lasted and how it ended."""
     requests = {
         version.role: load_requests(replace(endpoint, protocol=version.protocol), list(samples)) for version in versions
     }
+    flat = [request for version in versions for request in requests[version.role]]
+    offsets = itertools.accumulate((len(requests[version.role]) for version in versions), initial=0)
+    starts = list(offsets)
+    request_sets = {
+        version.role: tuple(range(starts[index], starts[index + 1])) for index, version in enumerate(versions)
+    }
+    schedule = interleaved_schedule(window_order(versions, pairs), settings.window_s, WINDOW_GAP_S, request_sets)
+    phase = LoadPhase(
+        users=settings.users,
+        duration=schedule.duration_s,
+        warmup=MIN_WARMUP_S,
+        max_warmup=MAX_WARMUP_S,
+        seed=pairs.start,
+    )
+    with tempfile.TemporaryDirectory(prefix="pytest-serving-release-") as scratch:
+        stats = run_phase(
+            endpoint.base_url,
+            flat,
+            phase,
+            started_by_plugin=endpoint.started_by_plugin,
+            allow_remote=allow_remote,
+            raw_dir=scratch,
+            schedule=schedule,
+        )
+        raw = RawSamples.merge([RawSamples.load(path) for path in sorted(Path(scratch).glob("raw-*.npz"))])
+    return split_windows(raw, schedule), stats.warmup_s or 0.0, stats.warmup_note
+
+
+def split_windows(samples: RawSamples, schedule: WindowSchedule) -> list[MeasuredWindow]:
+    """Each scheduled window's figures: the requests sent in it (a gap's are left out) and the answers
+    that arrived in it."""
+    success = is_success(samples.code)
     windows = []
-    for index in pairs:
-        for version in versions if index % 2 == 0 else versions[::-1]:
-            phase = LoadPhase(users=settings.users, duration=settings.window_s, warmup=WINDOW_WARMUP_S, seed=index)
-            stats = run_phase(
-                endpoint.base_url,
-                requests[version.role],
-                phase,
-                started_by_plugin=endpoint.started_by_plugin,
-                allow_remote=allow_remote,
+    for window in schedule.windows:
+        inside = (samples.offset_s >= window.start_s) & (samples.offset_s < window.end_s)
+        answered = (samples.completed_s >= window.start_s) & (samples.completed_s < window.end_s)
+        windows.append(
+            MeasuredWindow(
+                role=window.role,
+                n=int(inside.sum()),
+                failures=int((inside & ~success).sum()),
+                rps=int(answered.sum()) / window.length_s,
+                latency_ms=samples.latency_ms[inside & success],
+                started_at=samples.started_at + window.start_s,
             )
-            windows.append((version.role, stats))
+        )
     return windows
 
 
-def role_latencies(windows: Sequence[tuple[str, PhaseStats]], role: str) -> list[np.ndarray]:
-    """Each window's sampled latencies (ms) of one version, in pair order."""
-    return [np.asarray(stats.latency_sample_ms) for r, stats in windows if r == role]
+def role_latencies(windows: Sequence[MeasuredWindow], role: str) -> list[np.ndarray]:
+    """Each window's latencies (ms) of one version, in pair order."""
+    return [window.latency_ms for window in windows if window.role == role]
 
 
-def role_rates(windows: Sequence[tuple[str, PhaseStats]], role: str) -> list[np.ndarray]:
+def role_rates(windows: Sequence[MeasuredWindow], role: str) -> list[np.ndarray]:
     """Each window's answered requests per second of one version, in pair order (one-element blocks)."""
-    return [np.array([stats.rps]) for r, stats in windows if r == role]
+    return [np.array([window.rps]) for window in windows if window.role == role]
+
+
+def pooled_p99(blocks: Sequence[np.ndarray]) -> float | None:
+    """The p99 of all windows' latencies of one version (the rollout's reference for a sustained rate)."""
+    values = np.concatenate(blocks) if blocks else np.zeros(0)
+    return float(np.percentile(values, 99)) if values.size else None
 
 
 def pooled_sample(blocks: Sequence[np.ndarray], size: int = LATENCY_SAMPLE_SIZE) -> list[float]:
@@ -295,25 +437,37 @@ class ReleaseGate:
         return record
 
     def _rollout(self, record: ReleaseRecord) -> list[str]:
-        """The rollout at half the current version's measured rate; its problems (a server that cannot
-        switch live is recorded as skipped, with the reason, and warns)."""
+        """The rollout at --serving-rollout-rate, or half the current version's measured rate; its problems
+        (a server that cannot switch live is recorded as skipped, with the reason, and warns; one that does
+        not sustain the rate is recorded as not measurable, with the reason, and warns)."""
         name = self.endpoint.target
         unsupported = self.target.rollout_unsupported()
         if unsupported:
             record_rollout_skipped(self.results, name, unsupported)
             warnings.warn(RolloutSkipped(f"{name} rollout skipped: {unsupported}"), stacklevel=3)
             return []
-        rate = max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
+        settings = self.settings
+        rate = settings.rollout_rate or max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
         rollout = run_rollout(
             self.endpoint,
             self.target,
             self.samples,
             rate,
-            self.settings.rollout_grace_s,
+            settings.rollout_grace_s,
+            record.latency["current_p99_ms"],
+            may_lower=settings.rollout_rate is None,
             allow_remote=self.allow_remote,
         )
+        rollout = with_budgets(rollout, settings.rollout_max_p99_ms, settings.rollout_max_p99_ratio)
         record_rollout(self.results, name, rollout)
+        if not rollout.measurable:
+            why = f"{name} rollout not measurable: {rollout.not_measurable}"
+            warnings.warn(RolloutNotMeasurable(why), stacklevel=3)
         return rollout_problems(rollout, name)
+
+
+class RolloutNotMeasurable(UserWarning):
+    """The server did not sustain the rollout's rate: its latency would measure a queue, not the switch."""
 
 
 class RolloutSkipped(UserWarning):

@@ -24,6 +24,7 @@ from .summary import (
     agreement_matrix,
     answers_cell,
     chart_points,
+    cost_line,
     impossible_figures,
     load_points,
     number,
@@ -304,6 +305,8 @@ def _release_section(results: Mapping[str, Any], images: Mapping[str, bytes]) ->
 
 
 def _rollout_table(rollout: Mapping[str, Any]) -> str:
+    """The rollout's figures, its stall (marked as the seconds of the chart it spans) and its budgets; a
+    rollout that is not measurable says why instead of judging its latency."""
     header = [
         "rate req/s",
         "requests",
@@ -313,6 +316,7 @@ def _rollout_table(rollout: Mapping[str, Any]) -> str:
         "grace s",
         "p99 before switch ms",
         "p99 during switch ms",
+        "p99 stall s",
     ]
     row = [
         number(rollout.get("rate")),
@@ -323,9 +327,55 @@ def _rollout_table(rollout: Mapping[str, Any]) -> str:
         number(rollout.get("grace_s")),
         number(rollout.get("p99_steady_ms")),
         number(rollout.get("p99_switch_ms")),
+        number(rollout.get("stall_s")),
     ]
     gated = ["", "", "fail" if rollout["failed"] else "pass", "fail" if rollout["stale_answers"] else "pass"]
-    return _table(header, [row], [gated + [""] * 4])
+    over = _over_budget(rollout)
+    switch_class = "" if over is None else ("fail" if over else "pass")
+    table = _table(header, [row], [gated + ["", "", "", switch_class, ""]])
+    return table + "".join(f"<p class='note'>{escape(note)}</p>" for note in rollout_notes(rollout))
+
+
+def _over_budget(rollout: Mapping[str, Any]) -> bool | None:
+    """Whether the switch's p99 broke a budget (None: no budget, or not measurable)."""
+    switch, steady = rollout.get("p99_switch_ms"), rollout.get("p99_steady_ms")
+    limit_ms, ratio = rollout.get("max_p99_ms"), rollout.get("max_p99_ratio")
+    if switch is None or not rollout.get("measurable", True) or (limit_ms is None and ratio is None):
+        return None
+    return (limit_ms is not None and switch > limit_ms) or bool(
+        ratio is not None and steady and switch > ratio * steady
+    )
+
+
+def rollout_notes(rollout: Mapping[str, Any]) -> list[str]:
+    """Sentences on what the rollout's latency means: not measurable (why), the rate it fell back to, the
+    stall and the budgets."""
+    notes = []
+    if not rollout.get("measurable", True):
+        notes.append(f"Not measurable: {rollout.get('not_measurable', '')}. No latency budget was judged.")
+    if rollout.get("rate_lowered_from"):
+        notes.append(
+            f"The server did not sustain {rollout['rate_lowered_from']:.3g} requests/s before the switch; "
+            f"the rollout ran at {rollout['rate']:.3g}."
+        )
+    stalled = rollout.get("stall_seconds") or []
+    if stalled and rollout.get("stall_level_ms") is not None and rollout.get("measurable", True):
+        notes.append(
+            f"Stall: p99 above {rollout['stall_level_ms']:.0f} ms (twice the steady p99) in "
+            f"{'second' if len(stalled) == 1 else 'seconds'} {', '.join(map(str, stalled))} of the chart, "
+            f"{rollout['stall_s']:g} s in all."
+        )
+    budgets = [
+        text
+        for text, value in (
+            (f"{rollout.get('max_p99_ms')} ms", rollout.get("max_p99_ms")),
+            (f"{rollout.get('max_p99_ratio')}x the steady p99", rollout.get("max_p99_ratio")),
+        )
+        if value is not None
+    ]
+    if budgets:
+        notes.append("Budget of p99 during the switch: " + " and ".join(budgets) + ".")
+    return notes
 
 
 def _release_table(release: Mapping[str, Any]) -> str:
@@ -374,8 +424,14 @@ def _release_table(release: Mapping[str, Any]) -> str:
         f"limits: accuracy drop {accuracy.get('max_drop_points', '-')} points, "
         f"speed regression {latency.get('max_regression_pct', '-')}%"
     )
-    return _table(["", "current", "candidate", "candidate vs current", "verdict"], rows, classes) + (
-        f"<p class='note'>{escape(limits)}</p>"
+    return (
+        _table(["", "current", "candidate", "candidate vs current", "verdict"], rows, classes)
+        + (f"<p class='note'>{escape(limits)}</p>")
+        + (
+            f"<p class='note'>Cost of the decision: {escape(cost_line(latency['cost']))}</p>"
+            if latency.get("cost")
+            else ""
+        )
     )
 
 

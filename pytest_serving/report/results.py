@@ -99,7 +99,11 @@ class RolloutRecord:
     """``targets.<name>.rollout``: the switch from current to candidate under open-loop load.
 
     The first six fields are the gate's figures; ``timeline`` holds one entry per second (sent,
-    rps, p99_ms, failures, each version's share) for the report's chart.
+    rps, p99_ms, failures, each version's share) for the report's chart. ``stall_s``: seconds from
+    the switch's start on whose p99 rose above ``stall_level_ms`` (a multiple of the steady p99),
+    ``stall_seconds`` which ones. ``measurable`` is False when the server did not sustain the rate
+    before the switch (``not_measurable`` says why): the latency figures then describe an overloaded
+    server, and no budget judges them. ``max_p99_ms`` / ``max_p99_ratio``: the switch's budgets.
     """
 
     requests: int
@@ -113,6 +117,17 @@ class RolloutRecord:
     switch_started_s: float | None = None
     switch_done_s: float | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    stall_s: float | None = None
+    stall_level_ms: float | None = None
+    stall_seconds: list[int] = field(default_factory=list)
+    #: The current version's p99 in the side-by-side windows, which the steady p99 is held against.
+    reference_p99_ms: float | None = None
+    #: The rate first tried, when the server did not sustain it and the rollout ran at a lower one.
+    rate_lowered_from: float | None = None
+    measurable: bool = True
+    not_measurable: str = ""
+    max_p99_ms: float | None = None
+    max_p99_ratio: float | None = None
 
 
 def record_release(store: ResultsStore, target: str, record: ReleaseRecord) -> None:

@@ -405,23 +405,50 @@ def answers_cell(entry: Mapping[str, Any]) -> str:
 
 def _resource(entry: Mapping[str, Any], figure: str) -> float | None:
     return (entry.get("resources") or {}).get(figure)
+
+
 def release_lines(data: Mapping[str, Any]) -> list[str]:
-    """One line for the release verdict (with its reasons) and one for the rollout (or why it was skipped)."""
+    """One line for the release verdict (with its reasons), one for what the decision cost, and one for
+    the rollout (or why it was skipped, or why it was not measurable)."""
     lines = []
     release = data.get("release")
     if release:
         lines.append(f"release: {str(release['verdict']).upper()}: " + " | ".join(release["reasons"]))
+        cost = (release.get("latency") or {}).get("cost")
+        if cost:
+            lines.append("release cost: " + cost_line(cost))
     rollout = data.get("rollout")
-    if rollout:
+    if rollout and not rollout.get("measurable", True):
+        lines.append(f"rollout: NOT MEASURABLE at {rollout.get('rate', 0):.3g}/s: {rollout.get('not_measurable')}")
+    if rollout and rollout.get("requests"):
+        stall = rollout.get("stall_s")
+        level = rollout.get("stall_level_ms")
+        measured = stall is not None and level is not None and rollout.get("measurable", True)
+        stall_text = f", p99 stall {stall:g} s above {level:.0f} ms" if measured else ""
         lines.append(
-            f"rollout: {rollout['requests']} requests at {rollout.get('rate', 0):g}/s, {rollout['failed']} failed, "
+            f"rollout: {rollout['requests']} requests at {rollout.get('rate', 0):.3g}/s, {rollout['failed']} failed, "
             f"{rollout['stale_answers']} stale answers after {rollout.get('grace_s', 0):g} s grace, "
             f"switch {number(rollout.get('switch_s'), 2)} s, p99 {number(rollout.get('p99_switch_ms'))} ms during "
-            f"the switch vs {number(rollout.get('p99_steady_ms'))} ms before it"
+            f"the switch vs {number(rollout.get('p99_steady_ms'))} ms before it{stall_text}"
         )
     if data.get("rollout_skipped"):
         lines.append(f"rollout: SKIPPED: {data['rollout_skipped']}")
     return lines
+
+
+def cost_line(cost: Mapping[str, Any]) -> str:
+    """Windows per version, seconds per look (warm-up among them), and the fewest windows that would have decided."""
+    looks = "; ".join(
+        f"look {number}: {look['pairs']} windows each after {look['seconds']:.0f} s, warm-up {look['warmup_s']:.0f} s"
+        for number, look in enumerate(cost["looks"], start=1)
+    )
+    fewest = cost.get("shortest_deciding_windows")
+    decided = (
+        f"{fewest} windows each would have decided the same"
+        if fewest is not None
+        else "undecided, so no window count decided"
+    )
+    return f"{cost['windows']} windows each in {cost['seconds']:.0f} s ({looks}); {decided}"
 
 
 def _recorded_outcome(data: Mapping[str, Any]) -> str:

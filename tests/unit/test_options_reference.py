@@ -31,8 +31,8 @@ def test_docs_options_md_is_up_to_date(reference, documented):
 
 def test_every_option_and_ini_key_pytest_knows_is_documented(pytester, documented):
     help_text = pytester.runpytest("--help").stdout.str()
-    options = set(re.findall(r"(?m)^\s+(--serving[a-z-]*)", help_text))
-    ini_keys = set(re.findall(r"(?m)^\s+(serving(?:_[a-z_]+)?) \(", help_text))
+    options = set(re.findall(r"(?m)^\s+(--serving[a-z0-9-]*)", help_text))
+    ini_keys = set(re.findall(r"(?m)^\s+(serving(?:_[a-z0-9_]+)?) \(", help_text))
     assert len(options) > 20 and "serving_budgets" in ini_keys
     assert {name for name in options | ini_keys if f"`{name}`" not in documented} == set()
 

@@ -148,7 +148,25 @@ def test_release_limits_are_parsed_and_checked_before_anything_starts(pytester):
         (["--serving-min-agreement=1.5"], "*--serving-min-agreement: expected a number >= 0 and <= 1*"),
         (["--serving-release-windows=3"], "*--serving-release-windows: expected a number >= 5*"),
         (["--serving-rollout=maybe"], "*--serving-rollout: expected on or off*"),
+        (["--serving-rollout-max-p99-ratio=0.5"], "*--serving-rollout-max-p99-ratio: expected a number >= 1*"),
+        (["--serving-rollout-max-p99-ms=0"], "*--serving-rollout-max-p99-ms: expected a number > 0, got 0*"),
+        (["--serving-rollout-rate=fast"], "*--serving-rollout-rate: expected a float, got 'fast'*"),
     ):
         result = pytester.runpytest(*arguments)
         assert result.ret == 4, arguments
         result.stderr.fnmatch_lines([message])
+
+
+def test_the_rollout_budgets_come_from_the_command_line_or_the_ini_file(pytester):
+    pytester.makeini("[pytest]\nserving_rollout_max_p99_ratio = 1.5\n")
+    pytester.makepyfile(
+        """
+        from pytest_serving.release.options import ReleaseSettings
+
+        def test_budgets(pytestconfig, serving_settings):
+            release = ReleaseSettings.from_config(pytestconfig, serving_settings)
+            assert (release.rollout_max_p99_ratio, release.rollout_max_p99_ms) == (1.5, 800.0)
+            assert release.rollout_rate is None
+        """
+    )
+    pytester.runpytest("--serving-rollout-max-p99-ms=800").assert_outcomes(passed=1)

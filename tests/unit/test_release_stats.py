@@ -10,6 +10,7 @@ from pytest_serving.release.rollout import Answers, rollout_problems, summarize_
 from pytest_serving.verdicts.stats import (
     P95_LATENCY,
     THROUGHPUT,
+    TRIMMED_MEAN_LATENCY,
     RatioInterval,
     bootstrap_ratio,
     mcnemar_exact,
@@ -184,6 +185,17 @@ def test_pooled_statistics_of_resamples_equal_numpy_on_the_repeated_windows():
         pooled = np.concatenate([block for block, times in zip(blocks, counts[0]) for _ in range(times)])
         assert P95_LATENCY.resampled(blocks, counts)[0] == pytest.approx(np.percentile(pooled, 95), rel=1e-12)
         assert THROUGHPUT.resampled(blocks, counts)[0] == pytest.approx(pooled.mean(), rel=1e-12)
+        # The trimmed mean (benchmarks/release_statistic.py compares it): a tenth left out at each end,
+        # a value straddling a cut counted in part, as the mean of the sorted repeated values would.
+        ordered = np.sort(pooled)
+        cut = 0.1 * ordered.size
+        weights = np.clip(
+            np.minimum(np.arange(1, ordered.size + 1), ordered.size - cut) - np.maximum(np.arange(ordered.size), cut),
+            0,
+            1,
+        )
+        expected = (weights * ordered).sum() / weights.sum()
+        assert TRIMMED_MEAN_LATENCY.resampled(blocks, counts)[0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_bootstrap_is_seeded():
