@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .. import progress
 from ..correctness import same_top1, summarize
 from ..load.fixture import load_requests
 from ..load.interleave import WindowSchedule, interleaved_schedule
@@ -245,13 +246,22 @@ def measure_until_decided(
     pairs = settings.windows
     for look in range(1, looks + 1):
         started = time.monotonic()
-        measured, warmup_s, warmup_note = measure_look(
-            endpoint, versions, samples, settings, range(len(windows) // 2, pairs), allow_remote=allow_remote
-        )
-        windows += measured
-        done.append(Look(pairs, time.monotonic() - started, warmup_s, warmup_note))
-        latency, throughput = speed_intervals(windows, confidence)
-        findings = speed_findings(latency, throughput, settings.limits.max_latency_regression_pct)
+        new_pairs = range(len(windows) // 2, pairs)
+        expected_s = 2 * len(new_pairs) * (settings.window_s + WINDOW_GAP_S) + MAX_WARMUP_S
+        detail = f"look {look} of at most {looks}: {len(new_pairs)} pairs of {settings.window_s:g} s"
+        with progress.activity(endpoint.target, "release", detail, expected_s):
+            measured, warmup_s, warmup_note = measure_look(
+                endpoint, versions, samples, settings, new_pairs, allow_remote=allow_remote
+            )
+            windows += measured
+            done.append(Look(pairs, time.monotonic() - started, warmup_s, warmup_note))
+            latency, throughput = speed_intervals(windows, confidence)
+            findings = speed_findings(latency, throughput, settings.limits.max_latency_regression_pct)
+            progress.note(
+                f"p95 ratio {latency.ratio:.3f} ({latency.low:.3f}-{latency.high:.3f}), throughput ratio "
+                f"{throughput.ratio:.3f} ({throughput.low:.3f}-{throughput.high:.3f}): "
+                + ", ".join(finding.verdict for finding in findings)
+            )
         undecided = [finding.windows_needed for finding in findings if finding.verdict == INCONCLUSIVE]
         more = (
             None
@@ -448,16 +458,17 @@ class ReleaseGate:
             return []
         settings = self.settings
         rate = settings.rollout_rate or max(1.0, ROLLOUT_RATE_SHARE * record.latency["throughput"]["current"])
-        rollout = run_rollout(
-            self.endpoint,
-            self.target,
-            self.samples,
-            rate,
-            settings.rollout_grace_s,
-            record.latency["current_p99_ms"],
-            may_lower=settings.rollout_rate is None,
-            allow_remote=self.allow_remote,
-        )
+        with progress.activity(name, "rollout", f"{rate:.1f} requests/s"):
+            rollout = run_rollout(
+                self.endpoint,
+                self.target,
+                self.samples,
+                rate,
+                settings.rollout_grace_s,
+                record.latency["current_p99_ms"],
+                may_lower=settings.rollout_rate is None,
+                allow_remote=self.allow_remote,
+            )
         rollout = with_budgets(rollout, settings.rollout_max_p99_ms, settings.rollout_max_p99_ratio)
         record_rollout(self.results, name, rollout)
         if not rollout.measurable:
