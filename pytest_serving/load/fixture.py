@@ -61,6 +61,8 @@ from .sweep import SweepLevel, SweepResult, run_sweep
 from .warmup import DEFAULT_MAX_WARMUP_FACTOR
 
 PHASE_FIELDS = frozenset(field.name for field in fields(LoadPhase))
+#: Options one Locust process decides on its own (when the warm-up ends, how long the window lasts).
+SINGLE_PROCESS_FIELDS = ("max_warmup", "min_requests", "max_duration")
 SWEEP_FIELDS = frozenset({"levels", "scenario", "repeats"})
 
 
@@ -74,6 +76,15 @@ def split_options(options: Mapping[str, Any], where: str) -> tuple[dict, Budget,
     budget = Budget(**{key: value for key, value in options.items() if key in BUDGET_FIELDS})
     sweep = {key: value for key, value in options.items() if key in SWEEP_FIELDS}
     return phase, budget, sweep
+
+
+def for_processes(phase_options: Mapping[str, Any], *, distributed: bool) -> dict:
+    """A distributed phase (``--serving-load-workers``, remote workers) warms up for ``warmup`` and measures
+    ``duration``: the options that one process decides on its own (the smoke suite's adaptive warm-up and
+    minimum of requests) do not apply to it."""
+    if not distributed:
+        return dict(phase_options)
+    return {name: value for name, value in phase_options.items() if name not in SINGLE_PROCESS_FIELDS}
 
 
 def load_requests(endpoint: Endpoint, samples: list[Sample]) -> list[HttpRequest]:
@@ -240,6 +251,7 @@ class ServingLoad:
         if "rate" not in phase_options and "users" not in phase_options:
             defaults["users"] = 1
         workers = {name: phase_options.get(name, defaults[name]) for name in ("workers", "remote_workers")}
+        phase_options = for_processes(phase_options, distributed=any(workers.values()))
         if not any(workers.values()):
             warmup = phase_options.get("warmup", LoadPhase.warmup)
             defaults["max_warmup"] = warmup * DEFAULT_MAX_WARMUP_FACTOR

@@ -14,7 +14,14 @@ pytestmark = [pytest.mark.serving]
 # KServe V1's first seconds after a 3 s warm-up that had settled still ran 20 % slower (docs/benchmarks.md 9.2).
 @pytest.mark.serving_load_suite("smoke")
 @pytest.mark.serving_load(
-    users=4, duration=15, min_requests=180, max_duration=45, warmup=5, max_failure_rate=0.0, p95_ms=10_000
+    users=4,
+    duration=15,
+    min_requests=180,
+    max_duration=45,
+    warmup=5,
+    max_warmup=10,
+    max_failure_rate=0.0,
+    p95_ms=10_000,
 )
 def test_smoke(serving_load):
     stats = serving_load()

@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import serving
 
 from pytest_serving.load.phase import LoadPhase
 from pytest_serving.load.runner import LoadError, child_environment, free_port, run_phase
@@ -46,20 +47,10 @@ class CountingHandler(BaseHTTPRequestHandler):
         pass
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A worker killed mid-request hangs up; that is the test, not a server error."""
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    server = QuietServer(("127.0.0.1", 0), CountingHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(CountingHandler) as url:  # a worker killed mid-request hangs up: the server stays quiet
+        yield url
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 import shutil
 import ssl
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
+from loopback import serving
 
 from pytest_serving.load.answers import KeptAnswers
 from pytest_serving.load.phase import LoadPhase
@@ -61,21 +61,10 @@ class DelayingHandler(BaseHTTPRequestHandler):
         pass
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A client that timed out and hung up is part of the test, not a server error."""
-
-
 @pytest.fixture(scope="module")
 def server_url():
-    server = QuietServer(("127.0.0.1", 0), DelayingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(DelayingHandler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +81,8 @@ def tls_server_url(tmp_path_factory):
     )  # fmt: skip
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
-    server = QuietServer(("127.0.0.1", 0), DelayingHandler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(DelayingHandler, lambda plain: context.wrap_socket(plain, server_side=True)) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,15 @@ def test_master_bind_splits_v4_names_and_v6():
 def test_run_plan_travels_as_json_with_its_phase_id():
     plan = RunPlan(LoadPhase(users=2, remote_workers=2), (HttpRequest("GET", "/"),), "/nowhere", True, "abc123")
     assert RunPlan.from_json(plan.to_json()) == plan
+
+
+def test_a_distributed_phase_drops_the_options_one_process_decides():
+    from pytest_serving.load.fixture import for_processes
+
+    smoke = {"users": 4, "duration": 15, "warmup": 5, "max_warmup": 10, "min_requests": 180, "max_duration": 45}
+    assert for_processes(smoke, distributed=False) == smoke
+    distributed = for_processes(smoke, distributed=True)
+    assert distributed == {"users": 4, "duration": 15, "warmup": 5}
+    LoadPhase(**distributed, workers=2)  # valid where the smoke's own options are not
+    with pytest.raises(ValueError):
+        LoadPhase(**smoke, workers=2)

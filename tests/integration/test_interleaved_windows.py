@@ -3,13 +3,13 @@ different speeds: every window measures its own version only, with a warm-up on 
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import serving
 
 from pytest_serving.load.interleave import interleaved_schedule
 from pytest_serving.load.phase import LoadPhase
@@ -41,17 +41,10 @@ class TwoSpeedHandler(BaseHTTPRequestHandler):
         pass
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-
 @pytest.fixture
 def server_url():
-    server = QuietServer(("127.0.0.1", 0), TwoSpeedHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(TwoSpeedHandler) as url:
+        yield url
 
 
 def test_one_process_measures_every_window_on_its_own_version(server_url, tmp_path: Path):
