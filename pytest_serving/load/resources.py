@@ -28,6 +28,10 @@ from pytest_serving.verdicts.stats import student_t_quantile
 DEFAULT_MEMORY_GROWTH_MB_PER_1K = 50.0
 #: A growth figure needs at least this many memory samples inside the measured window.
 MIN_FIT_SAMPLES = 3
+#: The residuals' lag-1 correlation counted at most (an effective count of a ninth of the readings), and
+#: the fewest degrees of freedom the growth interval uses.
+MAX_RESIDUAL_CORRELATION = 0.8
+MIN_GROWTH_DEGREES = 4
 #: Every phase fails when its whole growth interval, at this confidence, lies above the growth budget
 #: (default ``DEFAULT_MEMORY_GROWTH_MB_PER_1K``): a leak that a short phase already shows beyond doubt.
 GROWTH_CONFIDENCE = 0.99
@@ -94,11 +98,14 @@ def growth_interval_per_1k(
     spread = float(np.sum((x - x.mean()) ** 2))
     energy = float(np.sum(residuals**2))
     rho = float(np.sum(residuals[1:] * residuals[:-1]) / energy) if energy > 0 else 0.0
-    rho = min(max(rho, 0.0), 0.95)
+    # At most nine-fold: a leak's readings follow its line so closely that their small smooth residuals
+    # (requests interpolated from window rates) read as rho near 1, and an unbounded correction left one
+    # or two degrees of freedom, a t of 10 to 64, and an interval wide enough to pass a 2 MiB leak.
+    rho = min(max(rho, 0.0), MAX_RESIDUAL_CORRELATION)
     inflation = (1 + rho) / (1 - rho)
-    effective = max(3.0, n / inflation)
     standard_error = math.sqrt(energy / (n - 2) / spread * inflation)
-    t = student_t_quantile(0.5 + confidence / 2, max(1, math.floor(effective) - 2))
+    degrees = max(MIN_GROWTH_DEGREES, math.floor(n / inflation) - 2)
+    t = student_t_quantile(0.5 + confidence / 2, degrees)
     return (float((slope - t * standard_error) * 1000.0), float((slope + t * standard_error) * 1000.0))
 
 

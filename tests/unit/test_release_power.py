@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_serving import progress
 from pytest_serving.release import side_by_side
 from pytest_serving.release.options import ReleaseSettings
 from pytest_serving.release.side_by_side import CANDIDATE, CURRENT, MeasuredWindow, Version, window_order
@@ -67,6 +68,7 @@ def verdicts(monkeypatch, slowdown: float, comparisons: int = COMPARISONS) -> li
     """The speed verdict (worst of latency and throughput) of each simulated comparison."""
     server = RecordedServer(slowdown, np.random.default_rng(20261207))
     monkeypatch.setattr(side_by_side, "measure_look", server.measure_look)
+    monkeypatch.delenv(progress.CHANNEL_VARIABLE, raising=False)  # a thousand simulated looks print nothing
     endpoint = Endpoint("recorded", {"http": "http://127.0.0.1:1"}, "recorded", started_by_plugin=True)
     versions = tuple(Version(role, "m", role, None, {}) for role in (CURRENT, CANDIDATE))
     settings = ReleaseSettings(
