@@ -172,6 +172,14 @@ class PooledStatistic:
         raise NotImplementedError
 
 
+def sorted_with_owners(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every block's values pooled and sorted, with the index of the block each came from."""
+    values = np.concatenate(blocks)
+    owner = np.repeat(np.arange(len(blocks)), [len(block) for block in blocks])
+    order = np.argsort(values, kind="stable")
+    return values[order], owner[order]
+
+
 class PooledPercentile(PooledStatistic):
     """A percentile of the pooled values, interpolated linearly between ranks as ``numpy.percentile``:
     a window drawn k times counts its values k times."""
@@ -181,10 +189,7 @@ class PooledPercentile(PooledStatistic):
         self.q = q
 
     def resampled(self, blocks: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
-        values = np.concatenate(blocks)
-        owner = np.repeat(np.arange(len(blocks)), [len(block) for block in blocks])
-        order = np.argsort(values, kind="stable")
-        values, owner = values[order], owner[order]
+        values, owner = sorted_with_owners(blocks)
         result = np.empty(len(counts))
         # Chunks bound the (resamples x values) matrix of cumulative weights to a few MB.
         step = max(1, 500_000 // len(values))
@@ -217,10 +222,7 @@ class PooledTrimmedMean(PooledStatistic):
         self.trim = trim
 
     def resampled(self, blocks: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
-        values = np.concatenate(blocks)
-        owner = np.repeat(np.arange(len(blocks)), [len(block) for block in blocks])
-        order = np.argsort(values, kind="stable")
-        values, owner = values[order], owner[order]
+        values, owner = sorted_with_owners(blocks)
         result = np.empty(len(counts))
         for row, drawn in enumerate(counts):
             weights = drawn[owner].astype(np.float64)
